@@ -1,0 +1,428 @@
+/* attend.c - CPU key scores, value combine and decode attention.
+ *
+ * Every operation follows formats/SPEC.md "Attention arithmetic": scores
+ * are fused sums over channels in order; each 64-token chunk keeps a
+ * softmax state (m, l, o); chunk states merge in the fixed binary tree.
+ * Work is split into (row, segment) units of SEG chunks, which are whole
+ * subtrees of that tree, so any thread count gives identical bits.
+ *
+ * Compressed and dense inputs share all of it: a source expands one chunk
+ * of K (channel-major) or V (token-major) into fp32, then the same loops
+ * run. Zero terms add nothing after mf_canon, so dense expansion of
+ * sparse tiles is exact. */
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../../core/internal.h"
+#include "../../core/tile.h"
+#include "cpu.h"
+
+#define SEG 16u    /* chunks per work unit: a power of two */
+#define LEVELS 6u  /* stack depth of a SEG-chunk subtree: log2(SEG) + 1, +1 spare */
+
+/* Where chunks come from: a compressed tensor or a dense [rows, tokens,
+ * dim] array. */
+typedef struct source {
+    const mf_ctensor *c;
+    const uint16_t *dense;
+    mf_kind kind;
+    uint32_t tokens, dim;
+} source;
+
+/* fp16 rows [n][dim] into buf: key buf[c*64 + t], value buf[t*dim + c]. */
+static void expand_dense(const uint16_t *p, uint32_t n, uint32_t dim, mf_kind kind, float *buf) {
+    uint32_t t, c;
+    if (kind == MF_KEY) {
+        for (c = 0; c < dim; c++)
+            for (t = 0; t < MF_TILE; t++)
+                buf[c * MF_TILE + t] = t < n ? mf_h2f(p[(size_t)t * dim + c]) : 0.0f;
+    } else {
+        for (t = 0; t < n; t++)
+            for (c = 0; c < dim; c++)
+                buf[(size_t)t * dim + c] = mf_h2f(p[(size_t)t * dim + c]);
+    }
+}
+
+/* One tile to 64 floats in element order. */
+static void expand_tile(uint32_t bits, uint64_t bm, uint16_t scale, uint16_t zero,
+                        const uint32_t *w, float *dst) {
+    uint32_t n = 0;
+    memset(dst, 0, MF_TILE * sizeof *dst);
+    if (bits == 0) {
+        while (bm) {
+            uint32_t i = (uint32_t)__builtin_clzll(bm);
+            bm &= ~(UINT64_C(1) << (63 - i));
+            dst[i] = mf_h2f((uint16_t)(w[n / 2] >> (16 * (n % 2))));
+            n++;
+        }
+    } else {
+        float lut[16], s = mf_h2f(scale), z = mf_h2f(zero);
+        uint32_t code, cpw = mf_codes_per_word(bits), mask = (1u << bits) - 1u;
+        for (code = 0; code <= mask; code++)
+            lut[code] = mf_h2f(mf_dequant(code, s, z));
+        while (bm) {
+            uint32_t i = (uint32_t)__builtin_clzll(bm);
+            bm &= ~(UINT64_C(1) << (63 - i));
+            dst[i] = lut[(w[n / cpw] >> ((n % cpw) * bits)) & mask];
+            n++;
+        }
+    }
+}
+
+/* Expands chunk ch of row into buf; returns its token count. A tile
+ * whose payload range leaves the payload counts in *bad and reads as 0. */
+static uint32_t expand_chunk(const source *s, uint32_t row, uint64_t ch, float *buf, int *bad) {
+    uint32_t dim = s->dim;
+    uint64_t blocks = s->tokens / MF_TILE;
+    if (!s->c) {
+        uint64_t t0 = ch * MF_TILE;
+        uint32_t n = (uint32_t)(s->tokens - t0 < MF_TILE ? s->tokens - t0 : MF_TILE);
+        expand_dense(s->dense + ((uint64_t)row * s->tokens + t0) * dim, n, dim, s->kind, buf);
+        return n;
+    }
+    if (ch == blocks) { /* the dense window */
+        uint32_t wt = s->tokens % MF_TILE;
+        expand_dense(s->c->window + (uint64_t)row * wt * dim, wt, dim, s->kind, buf);
+        return wt;
+    } else {
+        const mf_ctensor *c = s->c;
+        uint32_t bits = c->desc.bits, j;
+        uint64_t starts[256];
+        uint64_t t0 = mf_unit_tile(c->desc.layout, c->desc.rows, blocks, dim, row, ch);
+        mf__unit_starts(c, row, ch, starts);
+        for (j = 0; j < dim; j++) {
+            uint64_t t = t0 + j;
+            uint64_t bm = c->bitmaps[t];
+            uint32_t words = mf_tile_words(mf_popcount64(bm), bits);
+            float *dst = s->kind == MF_KEY ? buf + (size_t)j * MF_TILE
+                                           : buf + (size_t)(j % MF_TILE) * dim + (j / MF_TILE) * MF_TILE;
+            if (starts[j] > c->payload_words || words > c->payload_words - starts[j]) {
+                *bad = 1;
+                memset(dst, 0, MF_TILE * sizeof *dst);
+                continue;
+            }
+            expand_tile(bits, bm, bits ? c->scales[t] : 0, bits ? c->zeros[t] : 0,
+                        c->payload + starts[j], dst);
+        }
+        return MF_TILE;
+    }
+}
+
+static uint64_t chunks_of(uint32_t tokens) { return (tokens + MF_TILE - 1) / MF_TILE; }
+
+/* sc[h][t] = canon(sum over c in order of fma(q[h][c], k[c][t])). */
+static void chunk_scores(const float *kbuf, const float *qf, uint32_t dim, uint32_t group,
+                         float *sc) {
+    uint32_t h, c, t;
+    for (h = 0; h < group; h++) {
+        float acc[MF_TILE];
+        const float *qh = qf + (size_t)h * dim;
+        for (t = 0; t < MF_TILE; t++)
+            acc[t] = 0.0f;
+        for (c = 0; c < dim; c++) {
+            const float *kc = kbuf + (size_t)c * MF_TILE;
+            float qc = qh[c];
+            for (t = 0; t < MF_TILE; t++)
+                acc[t] = MF_FMA(qc, kc[t], acc[t]);
+        }
+        for (t = 0; t < MF_TILE; t++)
+            sc[(size_t)h * MF_TILE + t] = mf_canon(acc[t]);
+    }
+}
+
+/* o[c] = sum over t < n in order of fma(e[t], v[t][c]), from +0. */
+static void chunk_values(const float *vbuf, const float *e, uint32_t n, uint32_t dim, float *o) {
+    uint32_t t, c;
+    for (c = 0; c < dim; c++)
+        o[c] = 0.0f;
+    for (t = 0; t < n; t++) {
+        const float *vt = vbuf + (size_t)t * dim;
+        float et = e[t];
+        for (c = 0; c < dim; c++)
+            o[c] = MF_FMA(et, vt[c], o[c]);
+    }
+}
+
+/* A softmax state per query head: [m, l, o[dim]]. */
+static size_t state_floats(uint32_t dim, uint32_t group) { return (size_t)group * (dim + 2u); }
+
+/* a <- merge(a, b): a is the left (earlier) subtree. */
+static void merge_states(float *a, const float *b, uint32_t dim, uint32_t group) {
+    uint32_t h, c;
+    for (h = 0; h < group; h++) {
+        float *x = a + (size_t)h * (dim + 2u);
+        const float *y = b + (size_t)h * (dim + 2u);
+        float m, fa, fb;
+        mf_merge_factors(x[0], y[0], &m, &fa, &fb);
+        x[0] = m;
+        x[1] = mf_merge_term(x[1], fa, y[1], fb);
+        for (c = 0; c < dim; c++)
+            x[2 + c] = mf_merge_term(x[2 + c], fa, y[2 + c], fb);
+    }
+}
+
+/* The merge tree as a binary counter: leaf k is pushed, equal-level tops
+ * merge, and at the end the stack folds from the top. This equals the
+ * recursive rule of SPEC.md (split n leaves at the largest power of two
+ * below n). slot(i) addresses stack entry i. */
+typedef struct tree {
+    uint32_t depth;
+    uint32_t level[40];
+} tree;
+
+static void tree_push(tree *tr, float *(*slot)(void *, uint32_t), void *ctx, uint32_t dim,
+                      uint32_t group) {
+    tr->level[tr->depth++] = 0;
+    while (tr->depth >= 2 && tr->level[tr->depth - 1] == tr->level[tr->depth - 2]) {
+        merge_states(slot(ctx, tr->depth - 2), slot(ctx, tr->depth - 1), dim, group);
+        tr->level[tr->depth - 2]++;
+        tr->depth--;
+    }
+}
+
+static void tree_fold(tree *tr, float *(*slot)(void *, uint32_t), void *ctx, uint32_t dim,
+                      uint32_t group) {
+    while (tr->depth >= 2) {
+        merge_states(slot(ctx, tr->depth - 2), slot(ctx, tr->depth - 1), dim, group);
+        tr->depth--;
+    }
+}
+
+/* Per-thread scratch. */
+typedef struct scratch {
+    float *kbuf, *vbuf, *qf, *sc, *e, *stack;
+    size_t state;
+} scratch;
+
+static size_t scratch_floats(uint32_t dim, uint32_t group) {
+    return 2u * (size_t)dim * MF_TILE + (size_t)group * dim + 2u * (size_t)group * MF_TILE +
+           LEVELS * state_floats(dim, group);
+}
+
+static float *stack_slot(void *ctx, uint32_t i) {
+    scratch *w = (scratch *)ctx;
+    return w->stack + (size_t)i * w->state;
+}
+
+typedef struct partials {
+    float *base;
+    size_t state;
+    uint64_t first;
+} partials;
+
+static float *partial_slot(void *ctx, uint32_t i) {
+    partials *p = (partials *)ctx;
+    return p->base + (p->first + i) * p->state;
+}
+
+/* What a unit computes: full attention, or only p.V (p given, m = 0 so
+ * every merge factor is exp(0) = 1 and merges are plain sums). */
+typedef struct job {
+    source k, v;
+    const uint16_t *q; /* attention */
+    const float *p;    /* value combine: [rows*group, tokens] */
+    uint32_t rows, tokens, dim, group;
+} job;
+
+/* Softmax state of chunks [c0, c1) of row into out (state layout). */
+static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint64_t c1,
+                     float *out, int *bad) {
+    uint32_t dim = jb->dim, group = jb->group, h, t;
+    float scale = mf_score_scale(dim);
+    tree tr;
+    uint64_t ch;
+    tr.depth = 0;
+    if (jb->q)
+        for (h = 0; h < group * dim; h++)
+            w->qf[h] = mf_h2f(jb->q[(size_t)row * group * dim + h]);
+    for (ch = c0; ch < c1; ch++) {
+        uint32_t n;
+        float *st = stack_slot(w, tr.depth);
+        if (jb->q) {
+            n = expand_chunk(&jb->k, row, ch, w->kbuf, bad);
+            chunk_scores(w->kbuf, w->qf, dim, group, w->sc);
+            for (h = 0; h < group; h++) {
+                float *x = w->sc + (size_t)h * MF_TILE, *e = w->e + (size_t)h * MF_TILE;
+                float m, l = 0.0f;
+                for (t = 0; t < n; t++)
+                    x[t] = MF_MUL(x[t], scale);
+                m = x[0];
+                for (t = 1; t < n; t++)
+                    m = x[t] > m ? x[t] : m;
+                for (t = 0; t < n; t++)
+                    e[t] = mf_exp(MF_SUB(x[t], m));
+                for (t = 0; t < n; t++)
+                    l = MF_ADD(l, e[t]);
+                st[(size_t)h * (dim + 2u)] = m;
+                st[(size_t)h * (dim + 2u) + 1] = l;
+            }
+        } else {
+            n = (uint32_t)(jb->tokens - ch * MF_TILE < MF_TILE ? jb->tokens - ch * MF_TILE : MF_TILE);
+            for (h = 0; h < group; h++) {
+                const float *p = jb->p + ((size_t)row * group + h) * jb->tokens + ch * MF_TILE;
+                for (t = 0; t < n; t++)
+                    w->e[(size_t)h * MF_TILE + t] = p[t];
+                st[(size_t)h * (dim + 2u)] = 0.0f;
+                st[(size_t)h * (dim + 2u) + 1] = 0.0f;
+            }
+        }
+        expand_chunk(&jb->v, row, ch, w->vbuf, bad);
+        for (h = 0; h < group; h++)
+            chunk_values(w->vbuf, w->e + (size_t)h * MF_TILE, n, dim,
+                         st + (size_t)h * (dim + 2u) + 2);
+        tree_push(&tr, stack_slot, w, dim, group);
+    }
+    tree_fold(&tr, stack_slot, w, dim, group);
+    memcpy(out, w->stack, w->state * sizeof *out);
+}
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static size_t job_floats(uint32_t rows, uint32_t tokens, uint32_t dim, uint32_t group,
+                         int threads) {
+    uint64_t segs = (chunks_of(tokens) + SEG - 1) / SEG;
+    return (size_t)rows * segs * state_floats(dim, group) +
+           (size_t)threads * scratch_floats(dim, group);
+}
+
+size_t mf_cpu_attend_workspace(uint32_t rows, uint32_t tokens, uint32_t dim, uint32_t group) {
+    return job_floats(rows, tokens, dim, group, max_threads()) * sizeof(float);
+}
+
+/* Runs a job: units in parallel, then per-row merge of unit states.
+ * finish: 1 writes canon(o / l) (attention), 0 writes canon(o). */
+static mf_status run_job(const job *jb, float *out, float *ws, size_t ws_bytes) {
+    uint32_t dim = jb->dim, group = jb->group;
+    uint64_t nch = chunks_of(jb->tokens), segs = (nch + SEG - 1) / SEG;
+    size_t state = state_floats(dim, group);
+    int threads = max_threads(), bad = 0;
+    float *part = ws, *scr = ws + (size_t)jb->rows * segs * state;
+    if (ws_bytes < job_floats(jb->rows, jb->tokens, dim, group, threads) * sizeof(float))
+        return MF_ERR_BUFFER_SMALL;
+
+#pragma omp parallel num_threads(threads) reduction(| : bad)
+    {
+        int tid = 0;
+        scratch w;
+        float *base;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        base = scr + (size_t)tid * scratch_floats(dim, group);
+        w.kbuf = base;
+        w.vbuf = w.kbuf + (size_t)dim * MF_TILE;
+        w.qf = w.vbuf + (size_t)dim * MF_TILE;
+        w.sc = w.qf + (size_t)group * dim;
+        w.e = w.sc + (size_t)group * MF_TILE;
+        w.stack = w.e + (size_t)group * MF_TILE;
+        w.state = state;
+#pragma omp for schedule(dynamic, 1)
+        for (long long u = 0; u < (long long)(jb->rows * segs); u++) {
+            uint32_t row = (uint32_t)((uint64_t)u / segs);
+            uint64_t sg = (uint64_t)u % segs, c0 = sg * SEG, c1 = c0 + SEG < nch ? c0 + SEG : nch;
+            run_unit(jb, &w, row, c0, c1, part + (size_t)u * state, &bad);
+        }
+#pragma omp for schedule(static)
+        for (long long r = 0; r < (long long)jb->rows; r++) {
+            partials p;
+            tree tr;
+            uint64_t sg;
+            uint32_t h, c;
+            p.base = part;
+            p.state = state;
+            p.first = (uint64_t)r * segs;
+            tr.depth = 0;
+            for (sg = 0; sg < segs; sg++) {
+                /* slots are consecutive: the leaf is already in place */
+                tree_push(&tr, partial_slot, &p, dim, group);
+            }
+            tree_fold(&tr, partial_slot, &p, dim, group);
+            for (h = 0; h < group; h++) {
+                const float *x = part + (size_t)r * segs * state + (size_t)h * (dim + 2u);
+                float *o = out + ((size_t)r * group + h) * dim;
+                for (c = 0; c < dim; c++)
+                    o[c] = mf_canon(jb->q ? MF_DIV(x[2 + c], x[1]) : x[2 + c]);
+            }
+        }
+    }
+    return bad ? MF_ERR_OFFSET_RANGE : MF_OK;
+}
+
+static void set_source(source *s, const mf_ctensor *c, const uint16_t *dense, mf_kind kind,
+                       uint32_t tokens, uint32_t dim) {
+    s->c = c;
+    s->dense = dense;
+    s->kind = kind;
+    s->tokens = tokens;
+    s->dim = dim;
+}
+
+mf_status mf_cpu_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *kd,
+                        const uint16_t *vd, uint32_t rows, uint32_t tokens, uint32_t dim,
+                        const uint16_t *q, uint32_t group, float *out, void *ws,
+                        size_t ws_bytes) {
+    job jb;
+    set_source(&jb.k, k, kd, MF_KEY, tokens, dim);
+    set_source(&jb.v, v, vd, MF_VALUE, tokens, dim);
+    jb.q = q;
+    jb.p = NULL;
+    jb.rows = rows;
+    jb.tokens = tokens;
+    jb.dim = dim;
+    jb.group = group;
+    return run_job(&jb, out, (float *)ws, ws_bytes);
+}
+
+mf_status mf_cpu_value_combine(const mf_ctensor *v, const float *p, uint32_t group, float *out) {
+    const mf_desc *d = &v->desc;
+    size_t bytes = mf_cpu_attend_workspace(d->rows, d->tokens, d->dim, group);
+    void *ws = malloc(bytes ? bytes : 1);
+    job jb;
+    mf_status st;
+    if (!ws)
+        return MF_ERR_NOMEM;
+    memset(&jb, 0, sizeof jb);
+    set_source(&jb.v, v, NULL, MF_VALUE, d->tokens, d->dim);
+    jb.p = p;
+    jb.rows = d->rows;
+    jb.tokens = d->tokens;
+    jb.dim = d->dim;
+    jb.group = group;
+    st = run_job(&jb, out, (float *)ws, bytes);
+    free(ws);
+    return st;
+}
+
+mf_status mf_cpu_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t group,
+                            float *scores) {
+    const mf_desc *d = &k->desc;
+    uint64_t nch = chunks_of(d->tokens);
+    int bad = 0;
+    source s;
+    set_source(&s, k, NULL, MF_KEY, d->tokens, d->dim);
+#pragma omp parallel for schedule(static) reduction(| : bad)
+    for (long long u = 0; u < (long long)(d->rows * nch); u++) {
+        uint32_t row = (uint32_t)((uint64_t)u / nch), h, i;
+        uint64_t ch = (uint64_t)u % nch;
+        float kbuf[256 * MF_TILE], qf[256], sc[MF_TILE];
+        uint32_t n = expand_chunk(&s, row, ch, kbuf, &bad);
+        for (h = 0; h < group; h++) {
+            const uint16_t *qh = q + ((size_t)row * group + h) * d->dim;
+            for (i = 0; i < d->dim; i++)
+                qf[i] = mf_h2f(qh[i]);
+            chunk_scores(kbuf, qf, d->dim, 1, sc);
+            memcpy(scores + ((size_t)row * group + h) * d->tokens + ch * MF_TILE, sc,
+                   n * sizeof *sc);
+        }
+    }
+    return bad ? MF_ERR_OFFSET_RANGE : MF_OK;
+}

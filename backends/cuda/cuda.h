@@ -1,0 +1,37 @@
+/* cuda.h - the CUDA backend's entry points, called by backends/dispatch.c.
+ *
+ * With the CUDA backend every array of an mf_ctensor, and q, out, p,
+ * scores, dense and the workspace, are device pointers; the mf_ctensor
+ * struct itself lives on the host. The backend validates compressed
+ * inputs on the device. Builds without nvcc link cuda/none.c instead,
+ * whose functions report MF_ERR_NO_DEVICE. */
+#ifndef MF_CUDA_H
+#define MF_CUDA_H
+
+#include "mustafar.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int mf_cuda_available(void);
+/* Why mf_cuda_available() is 0: one line for error messages. */
+const char *mf_cuda_unavailable_reason(void);
+mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
+                         uint64_t capacity, mf_diag *diag);
+mf_status mf_cuda_decode(const mf_ctensor *c, uint16_t *dense, mf_diag *diag);
+mf_status mf_cuda_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t group,
+                             float *scores);
+mf_status mf_cuda_value_combine(const mf_ctensor *v, const float *p, uint32_t group,
+                                float *out);
+mf_status mf_cuda_attend_workspace(const mf_desc *k, uint32_t group, size_t *bytes);
+mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
+                         uint32_t group, float *out, void *workspace, size_t workspace_bytes);
+mf_status mf_cuda_attend_dense(const uint16_t *k, const uint16_t *v, uint32_t rows,
+                               uint32_t tokens, uint32_t dim, const uint16_t *q, uint32_t group,
+                               float *out, void *workspace, size_t workspace_bytes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MF_CUDA_H */

@@ -1,0 +1,50 @@
+/* none.c - the CUDA backend in a build without nvcc: always absent. */
+#include "cuda.h"
+
+int mf_cuda_available(void) { return 0; }
+
+const char *mf_cuda_unavailable_reason(void) {
+    return "this build of mustafar has no CUDA backend (nvcc was not found at build time)";
+}
+
+mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
+                         uint64_t capacity, mf_diag *diag) {
+    (void)dense, (void)keep, (void)out, (void)capacity, (void)diag;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_decode(const mf_ctensor *c, uint16_t *dense, mf_diag *diag) {
+    (void)c, (void)dense, (void)diag;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t group,
+                             float *scores) {
+    (void)k, (void)q, (void)group, (void)scores;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_value_combine(const mf_ctensor *v, const float *p, uint32_t group,
+                                float *out) {
+    (void)v, (void)p, (void)group, (void)out;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_attend_workspace(const mf_desc *k, uint32_t group, size_t *bytes) {
+    (void)k, (void)group, (void)bytes;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
+                         uint32_t group, float *out, void *workspace, size_t workspace_bytes) {
+    (void)k, (void)v, (void)q, (void)group, (void)out, (void)workspace, (void)workspace_bytes;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_attend_dense(const uint16_t *k, const uint16_t *v, uint32_t rows,
+                               uint32_t tokens, uint32_t dim, const uint16_t *q, uint32_t group,
+                               float *out, void *workspace, size_t workspace_bytes) {
+    (void)k, (void)v, (void)rows, (void)tokens, (void)dim, (void)q, (void)group, (void)out;
+    (void)workspace, (void)workspace_bytes;
+    return MF_ERR_NO_DEVICE;
+}

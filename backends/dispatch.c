@@ -1,0 +1,200 @@
+/* dispatch.c - the public operations: argument checks, then the backend.
+ *
+ * Every check that does not depend on the backend lives here, so the CPU
+ * and CUDA backends receive only well-formed requests. The CUDA entry
+ * points exist in every build: without nvcc they are stubs (cuda/none.c)
+ * that answer MF_ERR_NO_DEVICE. */
+#include <string.h>
+
+#include "../core/internal.h"
+#include "cpu/cpu.h"
+#include "cuda/cuda.h"
+
+int mf_backend_available(mf_backend backend) {
+    if (backend == MF_BACKEND_CPU)
+        return 1;
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_available();
+    return 0;
+}
+
+mf_status mf_backend_parse(const char *name, mf_backend *backend) {
+    if (!name || !backend)
+        return MF_ERR_NULL;
+    if (strcmp(name, "cpu") == 0)
+        *backend = MF_BACKEND_CPU;
+    else if (strcmp(name, "cuda") == 0)
+        *backend = MF_BACKEND_CUDA;
+    else
+        return MF_ERR_ARG;
+    return MF_OK;
+}
+
+const char *mf_backend_name(mf_backend backend) {
+    return backend == MF_BACKEND_CPU ? "cpu" : backend == MF_BACKEND_CUDA ? "cuda" : "unknown";
+}
+
+static mf_status check_backend(mf_backend backend, mf_diag *diag) {
+    if (backend == MF_BACKEND_CPU)
+        return MF_OK;
+    if (backend != MF_BACKEND_CUDA)
+        return mf__fail(diag, MF_ERR_ARG, "backend %d is neither cpu (0) nor cuda (1)",
+                        (int)backend);
+    if (!mf_cuda_available())
+        return mf__fail(diag, MF_ERR_NO_DEVICE, "%s", mf_cuda_unavailable_reason());
+    return MF_OK;
+}
+
+static mf_status check_group(uint32_t group, uint32_t rows, mf_diag *diag) {
+    if (group == 0 || group > 64)
+        return mf__fail(diag, MF_ERR_ARG, "group %u (query heads per KV head) is not 1..64", group);
+    if ((uint64_t)group * rows > MF_MAX_ROWS)
+        return mf__fail(diag, MF_ERR_LIMIT, "rows*group = %llu exceeds the limit %u",
+                        (unsigned long long)group * rows, MF_MAX_ROWS);
+    return MF_OK;
+}
+
+mf_status mf_encode(mf_backend backend, const uint16_t *dense, uint32_t keep, mf_ctensor *out,
+                    uint64_t capacity, mf_diag *diag) {
+    mf_sizes s;
+    mf_status st;
+    if (!dense || !out)
+        return mf__fail(diag, MF_ERR_NULL, "dense input or output tensor is NULL");
+    if ((st = check_backend(backend, diag)) != MF_OK)
+        return st;
+    if ((st = mf_desc_check(&out->desc, diag)) != MF_OK)
+        return st;
+    mf_sizes_of(&out->desc, 0, &s);
+    if (keep > out->desc.dim)
+        return mf__fail(diag, MF_ERR_ARG, "keep %u exceeds dim %u", keep, out->desc.dim);
+    if ((s.tiles && !out->bitmaps) || (s.offsets && !out->offsets) ||
+        (s.window && !out->window) || (capacity && !out->payload) ||
+        (s.tiles && out->desc.bits && (!out->scales || !out->zeros)))
+        return mf__fail(diag, MF_ERR_NULL, "an output array is NULL");
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_encode(dense, keep, out, capacity, diag);
+    return mf_cpu_encode(dense, keep, out, capacity, diag);
+}
+
+mf_status mf_decode(mf_backend backend, const mf_ctensor *c, uint16_t *dense, mf_diag *diag) {
+    mf_status st;
+    if (!c || !dense)
+        return mf__fail(diag, MF_ERR_NULL, "tensor or output is NULL");
+    if ((st = check_backend(backend, diag)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_decode(c, dense, diag);
+    if ((st = mf_validate(c, diag)) != MF_OK)
+        return st;
+    return mf_cpu_decode(c, dense);
+}
+
+/* Operations on compressed inputs validate them first: the compute loops
+ * trust offsets and scales only after that. With the CUDA backend the
+ * arrays are device pointers and the backend validates on the device. */
+mf_status mf_key_scores(mf_backend backend, const mf_ctensor *k, const uint16_t *q,
+                        uint32_t group, float *scores) {
+    mf_status st;
+    if (!k || !q || !scores)
+        return MF_ERR_NULL;
+    if ((st = check_backend(backend, NULL)) != MF_OK)
+        return st;
+    if (k->desc.kind != MF_KEY)
+        return MF_ERR_ARG;
+    if (backend == MF_BACKEND_CPU && (st = mf_validate(k, NULL)) != MF_OK)
+        return st;
+    if ((st = check_group(group, k->desc.rows, NULL)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_key_scores(k, q, group, scores);
+    return mf_cpu_key_scores(k, q, group, scores);
+}
+
+mf_status mf_value_combine(mf_backend backend, const mf_ctensor *v, const float *p,
+                           uint32_t group, float *out) {
+    mf_status st;
+    if (!v || !p || !out)
+        return MF_ERR_NULL;
+    if ((st = check_backend(backend, NULL)) != MF_OK)
+        return st;
+    if (v->desc.kind != MF_VALUE)
+        return MF_ERR_ARG;
+    if (backend == MF_BACKEND_CPU && (st = mf_validate(v, NULL)) != MF_OK)
+        return st;
+    if ((st = check_group(group, v->desc.rows, NULL)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_value_combine(v, p, group, out);
+    return mf_cpu_value_combine(v, p, group, out);
+}
+
+static mf_status check_dense_dims(uint32_t rows, uint32_t tokens, uint32_t dim) {
+    mf_desc d;
+    memset(&d, 0, sizeof d);
+    d.rows = rows;
+    d.tokens = tokens;
+    d.dim = dim;
+    return mf_desc_check(&d, NULL);
+}
+
+mf_status mf_attend_workspace(mf_backend backend, const mf_desc *k, uint32_t group,
+                              size_t *bytes) {
+    mf_status st;
+    if (!k || !bytes)
+        return MF_ERR_NULL;
+    if ((st = check_backend(backend, NULL)) != MF_OK)
+        return st;
+    if ((st = mf_desc_check(k, NULL)) != MF_OK)
+        return st;
+    if ((st = check_group(group, k->rows, NULL)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_attend_workspace(k, group, bytes);
+    *bytes = mf_cpu_attend_workspace(k->rows, k->tokens, k->dim, group);
+    return MF_OK;
+}
+
+mf_status mf_attend(mf_backend backend, const mf_ctensor *k, const mf_ctensor *v,
+                    const uint16_t *q, uint32_t group, float *out, void *workspace,
+                    size_t workspace_bytes) {
+    const mf_desc *kd, *vd;
+    mf_status st;
+    if (!k || !v || !q || !out || (!workspace && workspace_bytes))
+        return MF_ERR_NULL;
+    if ((st = check_backend(backend, NULL)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CPU &&
+        ((st = mf_validate(k, NULL)) != MF_OK || (st = mf_validate(v, NULL)) != MF_OK))
+        return st;
+    kd = &k->desc;
+    vd = &v->desc;
+    if (kd->kind != MF_KEY || vd->kind != MF_VALUE)
+        return MF_ERR_ARG;
+    if (kd->rows != vd->rows || kd->tokens != vd->tokens || kd->dim != vd->dim)
+        return MF_ERR_DIMS;
+    if ((st = check_group(group, kd->rows, NULL)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_attend(k, v, q, group, out, workspace, workspace_bytes);
+    return mf_cpu_attend(k, v, NULL, NULL, kd->rows, kd->tokens, kd->dim, q, group, out,
+                         workspace, workspace_bytes);
+}
+
+mf_status mf_attend_dense(mf_backend backend, const uint16_t *k, const uint16_t *v,
+                          uint32_t rows, uint32_t tokens, uint32_t dim, const uint16_t *q,
+                          uint32_t group, float *out, void *workspace, size_t workspace_bytes) {
+    mf_status st;
+    if (!k || !v || !q || !out || (!workspace && workspace_bytes))
+        return MF_ERR_NULL;
+    if ((st = check_backend(backend, NULL)) != MF_OK)
+        return st;
+    if ((st = check_dense_dims(rows, tokens, dim)) != MF_OK)
+        return st;
+    if ((st = check_group(group, rows, NULL)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_attend_dense(k, v, rows, tokens, dim, q, group, out, workspace,
+                                    workspace_bytes);
+    return mf_cpu_attend(NULL, NULL, k, v, rows, tokens, dim, q, group, out, workspace,
+                         workspace_bytes);
+}

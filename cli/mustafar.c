@@ -1,0 +1,549 @@
+/* mustafar.c - the command-line tool: encode, decode, inspect, attend, demo.
+ *
+ * Every failure prints one line "mustafar: <command>: <what>" to stderr
+ * and exits 1 (2 for usage errors). Output files are written through a
+ * temporary name, so a failure never leaves a partial or clobbered file. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "mustafar.h"
+#include "synth.h"
+
+static const char *usage_text =
+    "usage: mustafar <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  encode K.npy V.npy -o CACHE.mfkv [--sparsity S] [--bits B] [--layout L] [--backend X]\n"
+    "        compress one layer's K and V, each [batch*kv_heads, T, D] float16/float32\n"
+    "        S: fraction pruned per token row, 0..1 (default 0.7)\n"
+    "        B: 0 (fp16 nonzeros), 2 or 4 (quantized codes; default 2)\n"
+    "        L: reference (Mustafar's layout, default) or native\n"
+    "  decode CACHE.mfkv K.npy V.npy   write the decompressed K and V as float16\n"
+    "  inspect CACHE.mfkv              dims, sparsity, bytes per element, section sizes\n"
+    "  attend CACHE.mfkv Q.npy -o OUT.npy [--backend X]\n"
+    "        decode attention of Q [batch*q_heads, D]; OUT is float32 [batch*q_heads, D]\n"
+    "  demo [--tokens T] [--sparsity S] [--bits B] [--layout L] [--backend X]\n"
+    "        synthesize a Llama-3-8B-shaped layer (8 KV heads, 32 query heads, D=128,\n"
+    "        T=4096 by default), compress it, report ratio, error and timings\n"
+    "\n"
+    "X: cpu (default) or cuda. Threads: OMP_NUM_THREADS.\n";
+
+static const char *cmd = "mustafar";
+
+static int fail(const char *fmt, const char *a, const char *b) {
+    fprintf(stderr, "mustafar: %s: ", cmd);
+    fprintf(stderr, fmt, a, b);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static int fail_st(const char *what, mf_status st, const mf_diag *diag) {
+    fprintf(stderr, "mustafar: %s: %s: %s\n", cmd, what,
+            diag && diag->msg[0] ? diag->msg : mf_strerror(st));
+    return 1;
+}
+
+static int usage_error(const char *msg, const char *arg) {
+    fprintf(stderr, "mustafar: %s: ", cmd);
+    fprintf(stderr, msg, arg);
+    fprintf(stderr, " (see mustafar --help)\n");
+    return 2;
+}
+
+typedef struct opts {
+    const char *pos[3];
+    int npos;
+    const char *out;
+    double sparsity;
+    uint32_t bits, tokens;
+    mf_layout layout;
+    mf_backend backend;
+} opts;
+
+static int parse_double(const char *s, double lo, double hi, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= lo && v <= hi))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* Parses argv[2..]: returns 0 or an exit code. */
+static int parse_opts(int argc, char **argv, int max_pos, opts *o) {
+    int i;
+    memset(o, 0, sizeof *o);
+    o->sparsity = 0.7;
+    o->bits = 2;
+    o->tokens = 4096;
+    o->layout = MF_LAYOUT_REFERENCE;
+    o->backend = MF_BACKEND_CPU;
+    for (i = 2; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        double d;
+        int takes = strcmp(a, "-o") == 0 || strcmp(a, "--sparsity") == 0 ||
+                    strcmp(a, "--bits") == 0 || strcmp(a, "--layout") == 0 ||
+                    strcmp(a, "--backend") == 0 || strcmp(a, "--tokens") == 0;
+        if (takes && !val)
+            return usage_error("option %s needs a value", a);
+        if (strcmp(a, "-o") == 0)
+            o->out = val;
+        else if (strcmp(a, "--sparsity") == 0) {
+            if (!parse_double(val, 0.0, 1.0, &o->sparsity))
+                return usage_error("--sparsity %s is not a number in [0, 1]", val);
+        } else if (strcmp(a, "--bits") == 0) {
+            if (strcmp(val, "0") && strcmp(val, "2") && strcmp(val, "4"))
+                return usage_error("--bits %s is not 0, 2 or 4", val);
+            o->bits = (uint32_t)atoi(val);
+        } else if (strcmp(a, "--layout") == 0) {
+            if (strcmp(val, "reference") == 0)
+                o->layout = MF_LAYOUT_REFERENCE;
+            else if (strcmp(val, "native") == 0)
+                o->layout = MF_LAYOUT_NATIVE;
+            else
+                return usage_error("--layout %s is not reference or native", val);
+        } else if (strcmp(a, "--backend") == 0) {
+            if (mf_backend_parse(val, &o->backend) != MF_OK)
+                return usage_error("--backend %s is not cpu or cuda", val);
+        } else if (strcmp(a, "--tokens") == 0) {
+            if (!parse_double(val, 1.0, 1048576.0, &d) || d != floor(d))
+                return usage_error("--tokens %s is not an integer in 1..1048576", val);
+            o->tokens = (uint32_t)d;
+        } else if (a[0] == '-' && a[1]) {
+            return usage_error("unknown option %s", a);
+        } else {
+            if (o->npos == max_pos)
+                return usage_error("unexpected argument %s", a);
+            o->pos[o->npos++] = a;
+        }
+        if (takes)
+            i++;
+    }
+    if (o->backend == MF_BACKEND_CUDA && !mf_backend_available(MF_BACKEND_CUDA)) {
+        fprintf(stderr, "mustafar: %s: --backend cuda: no usable CUDA device or driver here\n", cmd);
+        return 1;
+    }
+    return 0;
+}
+
+static double now(void) {
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    return 0.0;
+#endif
+}
+
+static int threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Loads a .npy as fp16. */
+static int load_f16(const char *path, mf_array *a) {
+    mf_diag diag = {{0}};
+    mf_status st = mf_npy_load(path, a, &diag);
+    if (st != MF_OK)
+        return fail_st(path, st, &diag);
+    if ((st = mf_array_convert(a, MF_F16)) != MF_OK) {
+        mf_array_free(a);
+        return fail_st(path, st, NULL);
+    }
+    return 0;
+}
+
+/* Compresses dense [rows, tokens, dim] into c (allocated here). */
+static mf_status compress(mf_backend be, const uint16_t *dense, mf_kind kind, const opts *o,
+                          uint32_t rows, uint32_t tokens, uint32_t dim, mf_ctensor *c,
+                          mf_diag *diag) {
+    mf_desc d;
+    mf_sizes s;
+    uint32_t keep;
+    mf_status st;
+    memset(&d, 0, sizeof d);
+    d.kind = kind;
+    d.layout = o->layout;
+    d.bits = o->bits;
+    d.rows = rows;
+    d.tokens = tokens;
+    d.dim = dim;
+    if ((st = mf_desc_check(&d, diag)) != MF_OK)
+        return st;
+    mf_keep_count(dim, o->sparsity, &keep);
+    mf_sizes_of(&d, keep, &s);
+    if ((st = mf_ctensor_alloc(c, &d, s.payload_keep)) != MF_OK)
+        return st;
+    if ((st = mf_encode(be, dense, keep, c, s.payload_keep, diag)) != MF_OK)
+        mf_ctensor_free(c);
+    return st;
+}
+
+static int cmd_encode(int argc, char **argv) {
+    opts o;
+    mf_array ka, va;
+    mf_ctensor k, v;
+    mf_diag diag = {{0}};
+    mf_status st;
+    int rc;
+    uint32_t i;
+    if ((rc = parse_opts(argc, argv, 2, &o)))
+        return rc;
+    if (o.npos != 2 || !o.out)
+        return usage_error("needs K.npy V.npy -o CACHE.mfkv%s", "");
+    if ((rc = load_f16(o.pos[0], &ka)))
+        return rc;
+    if ((rc = load_f16(o.pos[1], &va))) {
+        mf_array_free(&ka);
+        return rc;
+    }
+    rc = 0;
+    if (ka.ndim != 3)
+        rc = fail("%s: expected 3 dims [batch*kv_heads, T, D]%s", o.pos[0], "");
+    else if (va.ndim != 3 || va.shape[0] != ka.shape[0] || va.shape[1] != ka.shape[1] ||
+             va.shape[2] != ka.shape[2])
+        rc = fail("%s: shape differs from %s", o.pos[1], o.pos[0]);
+    else if (ka.shape[0] > UINT32_MAX || ka.shape[1] > UINT32_MAX || ka.shape[2] > UINT32_MAX)
+        rc = fail("%s: dims too large%s", o.pos[0], "");
+    for (i = 0; !rc && i < 2; i++) {
+        mf_ctensor *c = i ? &v : &k;
+        st = compress(o.backend, (const uint16_t *)(i ? va.data : ka.data), i ? MF_VALUE : MF_KEY,
+                      &o, (uint32_t)ka.shape[0], (uint32_t)ka.shape[1], (uint32_t)ka.shape[2], c,
+                      &diag);
+        if (st != MF_OK) {
+            rc = fail_st(o.pos[i], st, &diag);
+            if (i)
+                mf_ctensor_free(&k);
+        }
+    }
+    mf_array_free(&ka);
+    mf_array_free(&va);
+    if (rc)
+        return rc;
+    st = mf_container_save(o.out, &k, &v, &diag);
+    mf_ctensor_free(&k);
+    mf_ctensor_free(&v);
+    if (st != MF_OK)
+        return fail_st(o.out, st, &diag);
+    return 0;
+}
+
+static int load_cache(const char *path, mf_ctensor *k, mf_ctensor *v) {
+    mf_diag diag = {{0}};
+    mf_status st = mf_container_load(path, k, v, &diag);
+    return st == MF_OK ? 0 : fail_st(path, st, &diag);
+}
+
+static int save_f16(const char *path, const uint16_t *data, const mf_desc *d) {
+    mf_array a;
+    mf_diag diag = {{0}};
+    mf_status st;
+    memset(&a, 0, sizeof a);
+    a.dtype = MF_F16;
+    a.ndim = 3;
+    a.shape[0] = d->rows;
+    a.shape[1] = d->tokens;
+    a.shape[2] = d->dim;
+    a.count = (uint64_t)d->rows * d->tokens * d->dim;
+    a.data = (void *)data;
+    st = mf_npy_save(path, &a, &diag);
+    return st == MF_OK ? 0 : fail_st(path, st, &diag);
+}
+
+static int cmd_decode(int argc, char **argv) {
+    opts o;
+    mf_ctensor k, v;
+    uint16_t *kd, *vd;
+    mf_diag diag = {{0}};
+    mf_status st;
+    size_t n;
+    int rc;
+    if ((rc = parse_opts(argc, argv, 3, &o)))
+        return rc;
+    if (o.npos != 3)
+        return usage_error("needs CACHE.mfkv K.npy V.npy%s", "");
+    if ((rc = load_cache(o.pos[0], &k, &v)))
+        return rc;
+    n = (size_t)k.desc.rows * k.desc.tokens * k.desc.dim;
+    kd = (uint16_t *)malloc(n * 2);
+    vd = (uint16_t *)malloc(n * 2);
+    if (!kd || !vd)
+        rc = fail("%s: out of memory%s", o.pos[0], "");
+    else if ((st = mf_decode(MF_BACKEND_CPU, &k, kd, &diag)) != MF_OK ||
+             (st = mf_decode(MF_BACKEND_CPU, &v, vd, &diag)) != MF_OK)
+        rc = fail_st(o.pos[0], st, &diag);
+    else if (!(rc = save_f16(o.pos[1], kd, &k.desc)))
+        rc = save_f16(o.pos[2], vd, &v.desc);
+    free(kd);
+    free(vd);
+    mf_ctensor_free(&k);
+    mf_ctensor_free(&v);
+    return rc;
+}
+
+/* Bytes of each array of c, for inspect. */
+static void print_tensor(const char *name, const mf_ctensor *c) {
+    mf_sizes s;
+    uint64_t t, nnz = 0, bytes;
+    const mf_desc *d = &c->desc;
+    double elems;
+    mf_sizes_of(d, 0, &s);
+    for (t = 0; t < s.tiles; t++)
+        nnz += (uint64_t)__builtin_popcountll(c->bitmaps[t]);
+    mf_ctensor_bytes(c, &bytes);
+    elems = (double)d->rows * d->tokens * d->dim;
+    printf("%s: %llu tiles, %llu nonzeros, sparsity %.4f of the compressed part\n", name,
+           (unsigned long long)s.tiles, (unsigned long long)nnz,
+           s.tiles ? 1.0 - (double)nnz / (double)(s.tiles * 64u) : 0.0);
+    printf("  bitmaps %llu B, offsets %llu B, scales+zeros %llu B, payload %llu B, window %llu B\n",
+           (unsigned long long)(s.tiles * 8u), (unsigned long long)(s.offsets * 4u),
+           (unsigned long long)(d->bits ? s.tiles * 4u : 0u),
+           (unsigned long long)(c->payload_words * 4u), (unsigned long long)(s.window * 2u));
+    printf("  %.4f bytes/element, compression ratio %.2fx vs fp16\n", (double)bytes / elems,
+           2.0 * elems / (double)bytes);
+}
+
+static int cmd_inspect(int argc, char **argv) {
+    opts o;
+    mf_ctensor k, v;
+    const mf_desc *d;
+    int rc;
+    if ((rc = parse_opts(argc, argv, 1, &o)))
+        return rc;
+    if (o.npos != 1)
+        return usage_error("needs CACHE.mfkv%s", "");
+    if ((rc = load_cache(o.pos[0], &k, &v)))
+        return rc;
+    d = &k.desc;
+    printf("%s: mustafar container, valid\n", o.pos[0]);
+    printf("rows (batch*kv_heads) %u, tokens %u (%u blocks of 64 + %u window), dim %u\n", d->rows,
+           d->tokens, d->tokens / 64, d->tokens % 64, d->dim);
+    printf("layout %s, %s\n", d->layout == MF_LAYOUT_NATIVE ? "native" : "reference",
+           d->bits ? (d->bits == 2 ? "2-bit codes" : "4-bit codes") : "fp16 nonzeros");
+    print_tensor("K", &k);
+    print_tensor("V", &v);
+    {
+        uint64_t kb, vb;
+        double elems = 2.0 * d->rows * d->tokens * d->dim;
+        mf_ctensor_bytes(&k, &kb);
+        mf_ctensor_bytes(&v, &vb);
+        printf("K+V: %.4f bytes/element, compression ratio %.2fx vs fp16\n",
+               (double)(kb + vb) / elems, 2.0 * elems / (double)(kb + vb));
+    }
+    mf_ctensor_free(&k);
+    mf_ctensor_free(&v);
+    return 0;
+}
+
+static int cmd_attend(int argc, char **argv) {
+    opts o;
+    mf_ctensor k, v;
+    mf_array qa, out;
+    mf_diag diag = {{0}};
+    mf_status st;
+    size_t ws_bytes = 0;
+    void *ws = NULL;
+    uint32_t group;
+    int rc;
+    if ((rc = parse_opts(argc, argv, 2, &o)))
+        return rc;
+    if (o.npos != 2 || !o.out)
+        return usage_error("needs CACHE.mfkv Q.npy -o OUT.npy%s", "");
+    if (o.backend == MF_BACKEND_CUDA)
+        return fail("--backend cuda: attend from the CLI reads host files; %s%s",
+                    "use the cpu backend or the library API with device buffers", "");
+    if ((rc = load_cache(o.pos[0], &k, &v)))
+        return rc;
+    if ((rc = load_f16(o.pos[1], &qa))) {
+        mf_ctensor_free(&k);
+        mf_ctensor_free(&v);
+        return rc;
+    }
+    memset(&out, 0, sizeof out);
+    if (qa.ndim != 2 || qa.shape[1] != k.desc.dim || qa.shape[0] % k.desc.rows ||
+        qa.shape[0] == 0)
+        rc = fail("%s: expected shape [batch*q_heads, D] with batch*q_heads a multiple of the "
+                  "cache's batch*kv_heads and D equal to its dim%s",
+                  o.pos[1], "");
+    group = rc ? 0 : (uint32_t)(qa.shape[0] / k.desc.rows);
+    if (!rc && (st = mf_attend_workspace(o.backend, &k.desc, group, &ws_bytes)) != MF_OK)
+        rc = fail_st(o.pos[1], st, NULL);
+    if (!rc) {
+        out.dtype = MF_F32;
+        out.ndim = 2;
+        out.shape[0] = qa.shape[0];
+        out.shape[1] = qa.shape[1];
+        out.count = qa.count;
+        out.data = malloc(out.count * sizeof(float));
+        ws = malloc(ws_bytes ? ws_bytes : 1);
+        if (!out.data || !ws)
+            rc = fail("%s: out of memory%s", o.pos[0], "");
+    }
+    if (!rc && (st = mf_attend(o.backend, &k, &v, (const uint16_t *)qa.data, group,
+                               (float *)out.data, ws, ws_bytes)) != MF_OK)
+        rc = fail_st("attend", st, NULL);
+    if (!rc && (st = mf_npy_save(o.out, &out, &diag)) != MF_OK)
+        rc = fail_st(o.out, st, &diag);
+    free(ws);
+    mf_array_free(&out);
+    mf_array_free(&qa);
+    mf_ctensor_free(&k);
+    mf_ctensor_free(&v);
+    return rc;
+}
+
+/* Relative L2 error and max abs error of a against reference b. */
+static void compare(const float *a, const float *b, size_t n, double *rel, double *maxabs) {
+    double num = 0, den = 0, mx = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double e = (double)a[i] - (double)b[i];
+        num += e * e;
+        den += (double)b[i] * b[i];
+        mx = fabs(e) > mx ? fabs(e) : mx;
+    }
+    *rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    *maxabs = mx;
+}
+
+/* Best of reps runs of attention (compressed if k != NULL, else dense). */
+static double time_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *kd,
+                          const uint16_t *vd, const mf_desc *d, const uint16_t *q,
+                          uint32_t group, float *out, void *ws, size_t ws_bytes, int reps) {
+    double best = 1e30;
+    int r;
+    for (r = 0; r < reps; r++) {
+        double t0 = now(), t;
+        if (k)
+            mf_attend(MF_BACKEND_CPU, k, v, q, group, out, ws, ws_bytes);
+        else
+            mf_attend_dense(MF_BACKEND_CPU, kd, vd, d->rows, d->tokens, d->dim, q, group, out, ws,
+                            ws_bytes);
+        t = now() - t0;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+static int cmd_demo(int argc, char **argv) {
+    const uint32_t rows = 8, group = 4, dim = 128;
+    opts o;
+    mf_ctensor k, v;
+    uint16_t *kd = NULL, *vd = NULL, *q = NULL, *dec = NULL;
+    float *ref = NULL, *got = NULL, *viadec = NULL;
+    void *ws = NULL;
+    size_t n, ws_bytes = 0;
+    mf_diag diag = {{0}};
+    mf_status st;
+    double t0, tenc, tc, td, rel, mx;
+    uint64_t kb, vb;
+    int rc, same;
+    if ((rc = parse_opts(argc, argv, 0, &o)))
+        return rc;
+    n = (size_t)rows * o.tokens * dim;
+    memset(&k, 0, sizeof k);
+    memset(&v, 0, sizeof v);
+    printf("mustafar demo: Llama-3-8B-shaped layer, 8 KV heads, 32 query heads, D=128, T=%u\n",
+           o.tokens);
+    printf("sparsity %.2f, %s, %s layout, backend %s, %d threads\n", o.sparsity,
+           o.bits ? (o.bits == 2 ? "2-bit codes" : "4-bit codes") : "fp16 nonzeros",
+           o.layout == MF_LAYOUT_NATIVE ? "native" : "reference", mf_backend_name(o.backend),
+           threads());
+    kd = (uint16_t *)malloc(n * 2);
+    vd = (uint16_t *)malloc(n * 2);
+    dec = (uint16_t *)malloc(n * 2);
+    q = (uint16_t *)malloc((size_t)rows * group * dim * 2);
+    ref = (float *)malloc((size_t)rows * group * dim * 4);
+    got = (float *)malloc((size_t)rows * group * dim * 4);
+    viadec = (float *)malloc((size_t)rows * group * dim * 4);
+    if (!kd || !vd || !dec || !q || !ref || !got || !viadec) {
+        rc = fail("out of memory%s%s", "", "");
+        goto done;
+    }
+    fprintf(stderr, "synthesizing %zu MB of fp16 K and V...\n", (2 * n * 2) >> 20);
+    mf_synth_layer(42, rows, o.tokens, dim, group, kd, vd, q);
+    t0 = now();
+    if ((st = compress(o.backend, kd, MF_KEY, &o, rows, o.tokens, dim, &k, &diag)) != MF_OK ||
+        (st = compress(o.backend, vd, MF_VALUE, &o, rows, o.tokens, dim, &v, &diag)) != MF_OK) {
+        rc = fail_st("encode", st, &diag);
+        goto done;
+    }
+    tenc = now() - t0;
+    mf_ctensor_bytes(&k, &kb);
+    mf_ctensor_bytes(&v, &vb);
+    if ((st = mf_attend_workspace(MF_BACKEND_CPU, &k.desc, group, &ws_bytes)) != MF_OK ||
+        !(ws = malloc(ws_bytes ? ws_bytes : 1))) {
+        rc = fail_st("workspace", st ? st : MF_ERR_NOMEM, NULL);
+        goto done;
+    }
+    fprintf(stderr, "computing attention...\n");
+    mf_attend_dense(MF_BACKEND_CPU, kd, vd, rows, o.tokens, dim, q, group, ref, ws, ws_bytes);
+    if ((st = mf_attend(MF_BACKEND_CPU, &k, &v, q, group, got, ws, ws_bytes)) != MF_OK) {
+        rc = fail_st("attend", st, NULL);
+        goto done;
+    }
+    compare(got, ref, (size_t)rows * group * dim, &rel, &mx);
+    /* The oracle's own check: attention on the compressed cache equals
+     * dense attention on the decoded cache, bit for bit. */
+    mf_decode(MF_BACKEND_CPU, &k, dec, NULL);
+    mf_decode(MF_BACKEND_CPU, &v, vd, NULL);
+    mf_attend_dense(MF_BACKEND_CPU, dec, vd, rows, o.tokens, dim, q, group, viadec, ws, ws_bytes);
+    same = memcmp(got, viadec, (size_t)rows * group * dim * sizeof *got) == 0;
+    tc = time_attend(&k, &v, NULL, NULL, &k.desc, q, group, got, ws, ws_bytes, 20);
+    td = time_attend(NULL, NULL, kd, vd, &k.desc, q, group, ref, ws, ws_bytes, 20);
+    printf("compressed K+V: %.2f MB of %.2f MB fp16: ratio %.2fx, %.4f bytes/element\n",
+           (double)(kb + vb) / 1e6, 4.0 * n / 1e6, 4.0 * n / (double)(kb + vb),
+           (double)(kb + vb) / (2.0 * n));
+    printf("attention error vs dense fp32 attention on the unpruned cache: relative L2 %.4f, "
+           "max abs %.4f\n", rel, mx);
+    printf("compressed attention vs dense attention on the decoded cache: %s\n",
+           same ? "bit-identical" : "DIFFERENT");
+    printf("encode: %.1f ms (%.2f GB/s of fp16 input)\n", tenc * 1e3, 4.0 * n / tenc / 1e9);
+    printf("attend: compressed %.3f ms, dense fp16 %.3f ms (best of 20)\n", tc * 1e3, td * 1e3);
+    if (!same)
+        rc = fail("compressed attention differs from attention on the decoded cache%s%s", "", "");
+done:
+    free(kd);
+    free(vd);
+    free(dec);
+    free(q);
+    free(ref);
+    free(got);
+    free(viadec);
+    free(ws);
+    mf_ctensor_free(&k);
+    mf_ctensor_free(&v);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(usage_text, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0) {
+        printf("mustafar %d.%d.%d\n", MF_VERSION_MAJOR, MF_VERSION_MINOR, MF_VERSION_PATCH);
+        return 0;
+    }
+    if (strcmp(cmd, "encode") == 0)
+        return cmd_encode(argc, argv);
+    if (strcmp(cmd, "decode") == 0)
+        return cmd_decode(argc, argv);
+    if (strcmp(cmd, "inspect") == 0)
+        return cmd_inspect(argc, argv);
+    if (strcmp(cmd, "attend") == 0)
+        return cmd_attend(argc, argv);
+    if (strcmp(cmd, "demo") == 0)
+        return cmd_demo(argc, argv);
+    cmd = "mustafar";
+    return usage_error("unknown command %s", argv[1]);
+}

@@ -1,0 +1,191 @@
+/*
+ * numerics.h - the one source of arithmetic that every backend shares.
+ *
+ * Compiled by the C compiler (C99, -ffp-contract=off) and by nvcc
+ * (-fmad=false, no fast math). formats/SPEC.md, section "Arithmetic",
+ * states the same operations in words; the two must agree.
+ * MF_MUL/MF_ADD/MF_SUB/MF_DIV are single IEEE binary32 operations rounded
+ * to nearest even; MF_FMA is fused (one rounding).
+ */
+#ifndef MF_NUMERICS_H
+#define MF_NUMERICS_H
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define MF_HD __host__ __device__ static inline
+#define MF_MUL(a, b) __fmul_rn((a), (b))
+#define MF_ADD(a, b) __fadd_rn((a), (b))
+#define MF_SUB(a, b) __fsub_rn((a), (b))
+#define MF_DIV(a, b) __fdiv_rn((a), (b))
+#define MF_FMA(a, b, c) __fmaf_rn((a), (b), (c))
+#else
+#include <math.h>
+#define MF_HD static inline
+#define MF_MUL(a, b) ((a) * (b))
+#define MF_ADD(a, b) ((a) + (b))
+#define MF_SUB(a, b) ((a) - (b))
+#define MF_DIV(a, b) ((a) / (b))
+#define MF_FMA(a, b, c) fmaf((a), (b), (c))
+#endif
+
+#define MF_TILE 64u /* elements per tile, tokens per block */
+
+MF_HD uint32_t mf_f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+MF_HD float mf_bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* fp16 -> fp32, exact; NaN payloads kept. */
+MF_HD float mf_h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    if (exp == 0) {
+        /* zero or subnormal: man * 2^-24 is exact in fp32 */
+        float f = (float)man * 5.9604644775390625e-08f;
+        return mf_bits_f32(mf_f32_bits(f) | sign);
+    }
+    if (exp == 31)
+        return mf_bits_f32(sign | 0x7f800000u | (man << 13));
+    return mf_bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+/* fp32 -> fp16, round to nearest even; overflow gives infinity, any NaN
+ * gives the quiet NaN 0x7e00 with the input's sign. */
+MF_HD uint16_t mf_f2h(float f) {
+    uint32_t x = mf_f32_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t a = x & 0x7fffffffu;
+    if (a > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00u);
+    if (a >= 0x477ff000u) /* >= 65520: rounds to infinity */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a >= 0x38800000u) { /* fp16 normal range */
+        uint32_t r = a - (112u << 23);
+        r += 0x0fffu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    }
+    if (a <= 0x33000000u) /* <= 2^-25 rounds to zero (tie to even) */
+        return (uint16_t)sign;
+    {
+        uint32_t m = (a & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126u - (a >> 23); /* 14..24 */
+        uint32_t q = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1u);
+        uint32_t half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (q & 1u)))
+            q++;
+        return (uint16_t)(sign | q);
+    }
+}
+
+/* |x| ordering key of an fp16 value: larger key = larger magnitude. */
+MF_HD uint32_t mf_h_mag(uint16_t h) { return h & 0x7fffu; }
+MF_HD int mf_h_finite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+
+/* Turns -0 into +0 and leaves every other value alone: applied once to
+ * each final sum, so skipping zero terms never changes a result's bits. */
+MF_HD float mf_canon(float x) { return MF_ADD(x, 0.0f); }
+
+/* exp(x) in fp32: Cody-Waite reduction by ln 2, degree-6 Taylor polynomial
+ * in Horner form with fused steps, scaled by 2^k. Results below 2^-126
+ * flush to +0, above 2^127 give +inf. exp(0) is exactly 1. */
+MF_HD float mf_exp(float x) {
+    /* Written without early returns so compilers can vectorize it; the
+     * selects at the end give the special cases. */
+    float kf = floorf(MF_ADD(MF_MUL(x, 1.44269502163e+00f), 0.5f));
+    float kc = kf < -126.0f ? -126.0f : (kf > 127.0f ? 127.0f : kf);
+    float r, p, y;
+    if (kc != kc) /* NaN input */
+        kc = 0.0f;
+    r = MF_FMA(-kc, 6.93359375e-01f, x);
+    r = MF_FMA(-kc, -2.12194440e-04f, r);
+    p = 1.38888889e-03f;
+    p = MF_FMA(p, r, 8.33333377e-03f);
+    p = MF_FMA(p, r, 4.16666679e-02f);
+    p = MF_FMA(p, r, 1.66666672e-01f);
+    p = MF_FMA(p, r, 5.00000000e-01f);
+    p = MF_FMA(p, r, 1.0f);
+    p = MF_FMA(p, r, 1.0f);
+    y = MF_MUL(p, mf_bits_f32((uint32_t)((int32_t)kc + 127) << 23));
+    y = kf < -126.0f ? 0.0f : y;
+    y = kf > 127.0f ? mf_bits_f32(0x7f800000u) : y;
+    return x != x ? x : y;
+}
+
+/* 1/sqrt(dim) rounded to fp32, for the supported head dims. */
+MF_HD float mf_score_scale(uint32_t dim) {
+    return dim == 64u ? 0.125f : dim == 128u ? mf_bits_f32(0x3db504f3u) : 0.0625f;
+}
+
+/* ---- quantization (bits = 2 or 4) ---------------------------------- */
+MF_HD uint32_t mf_codes_per_word(uint32_t bits) { return 32u / bits; }
+
+/* Payload words of one tile holding nnz nonzeros. bits 0 (fp16): nonzeros
+ * padded to a multiple of 8 halves, as Mustafar's 128-bit loads need. */
+MF_HD uint32_t mf_tile_words(uint32_t nnz, uint32_t bits) {
+    if (bits == 0)
+        return ((nnz + 7u) & ~7u) >> 1;
+    return (nnz + mf_codes_per_word(bits) - 1u) / mf_codes_per_word(bits);
+}
+
+/* Per-tile scale and zero point from the min and max of its nonzeros
+ * (fp32 values of fp16 inputs). Empty tiles use mn = mx = 0. */
+MF_HD void mf_quant_params(float mn, float mx, uint32_t bits, uint16_t *scale,
+                           uint16_t *zero) {
+    float levels = (float)((1u << bits) - 1u);
+    uint16_t sh = mf_f2h(MF_DIV(MF_SUB(mx, mn), levels));
+    float s, z;
+    if (!(mf_h2f(sh) > 0.0f)) /* zero range, or it underflows fp16 */
+        sh = 0x3c00u;         /* 1.0 */
+    s = mf_h2f(sh);
+    z = floorf(MF_ADD(MF_DIV(-mn, s), 0.5f));
+    if (z > 65504.0f)
+        z = 65504.0f;
+    if (z < -65504.0f)
+        z = -65504.0f;
+    *scale = sh;
+    *zero = mf_f2h(z);
+}
+
+/* Code of value x (fp32 of an fp16) given fp32 scale s and zero z. */
+MF_HD uint32_t mf_quant_code(float x, float s, float z, uint32_t bits) {
+    float q = MF_ADD(floorf(MF_ADD(MF_DIV(x, s), 0.5f)), z);
+    float hi = (float)((1u << bits) - 1u);
+    if (q < 0.0f)
+        q = 0.0f;
+    if (q > hi)
+        q = hi;
+    return (uint32_t)q;
+}
+
+/* The fp16 value a code stands for: (code - z) * s, rounded to fp16. */
+MF_HD uint16_t mf_dequant(uint32_t code, float s, float z) {
+    return mf_f2h(MF_MUL(MF_SUB((float)code, z), s));
+}
+
+/* ---- softmax state merge ------------------------------------------- */
+/* Rescale factors for merging two partial softmax states with maxima ma
+ * (left) and mb (right): m = max(ma, mb), a = exp(ma - m), b = exp(mb - m).
+ * Merged l = l_a*a + l_b*b and o = o_a*a + o_b*b (MF_MUL, MF_MUL, MF_ADD). */
+MF_HD void mf_merge_factors(float ma, float mb, float *m, float *a, float *b) {
+    float mm = ma > mb ? ma : mb;
+    *m = mm;
+    *a = mf_exp(MF_SUB(ma, mm));
+    *b = mf_exp(MF_SUB(mb, mm));
+}
+
+MF_HD float mf_merge_term(float xa, float a, float xb, float b) {
+    return MF_ADD(MF_MUL(xa, a), MF_MUL(xb, b));
+}
+
+#endif /* MF_NUMERICS_H */
