@@ -157,12 +157,23 @@ mf_status mf_attend_workspace(mf_backend backend, const mf_desc *k, uint32_t gro
 mf_status mf_attend(mf_backend backend, const mf_ctensor *k, const mf_ctensor *v,
                     const uint16_t *q, uint32_t group, float *out, void *workspace,
                     size_t workspace_bytes) {
+    return mf_attend_ex(backend, MF_KERNEL_REFERENCE, k, v, q, group, out, workspace,
+                        workspace_bytes);
+}
+
+mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
+                       const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
+                       void *workspace, size_t workspace_bytes) {
     const mf_desc *kd, *vd;
     mf_status st;
     if (!k || !v || !q || !out || (!workspace && workspace_bytes))
         return MF_ERR_NULL;
     if ((st = check_backend(backend, NULL)) != MF_OK)
         return st;
+    if (kernel != MF_KERNEL_REFERENCE && kernel != MF_KERNEL_TENSOR)
+        return MF_ERR_ARG;
+    if (kernel == MF_KERNEL_TENSOR && backend != MF_BACKEND_CUDA)
+        return MF_ERR_UNSUPPORTED;
     if (backend == MF_BACKEND_CPU &&
         ((st = mf_validate(k, NULL)) != MF_OK || (st = mf_validate(v, NULL)) != MF_OK))
         return st;
@@ -174,6 +185,8 @@ mf_status mf_attend(mf_backend backend, const mf_ctensor *k, const mf_ctensor *v
         return MF_ERR_DIMS;
     if ((st = check_group(group, kd->rows, NULL)) != MF_OK)
         return st;
+    if (kernel == MF_KERNEL_TENSOR)
+        return mf_cuda_attend_tensor(k, v, q, group, out, workspace, workspace_bytes);
     if (backend == MF_BACKEND_CUDA)
         return mf_cuda_attend(k, v, q, group, out, workspace, workspace_bytes);
     return mf_cpu_attend(k, v, NULL, NULL, kd->rows, kd->tokens, kd->dim, q, group, out,

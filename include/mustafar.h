@@ -172,6 +172,38 @@ mf_status mf_attend_dense(mf_backend backend, const uint16_t *k, const uint16_t 
                           size_t workspace_bytes);
 
 /* ------------------------------------------------------------------ */
+/* Backend memory (backends/memory.c)                                  */
+/* ------------------------------------------------------------------ */
+/* Buffers live where the backend computes: host memory for the CPU,
+ * device memory for CUDA. Upload copies host -> backend, download
+ * backend -> host. Freeing NULL is a no-op. */
+mf_status mf_buffer_alloc(mf_backend backend, size_t bytes, void **ptr);
+mf_status mf_buffer_free(mf_backend backend, void *ptr);
+mf_status mf_buffer_upload(mf_backend backend, void *dst, const void *src_host, size_t bytes);
+mf_status mf_buffer_download(mf_backend backend, void *dst_host, const void *src, size_t bytes);
+
+/* mf_ctensor_alloc on the backend (arrays in backend memory, struct on
+ * the host); release with mf_ctensor_free_on. */
+mf_status mf_ctensor_alloc_on(mf_backend backend, mf_ctensor *c, const mf_desc *desc,
+                              uint64_t payload_capacity);
+mf_status mf_ctensor_free_on(mf_backend backend, mf_ctensor *c);
+/* Copies a host tensor (arrays of their documented sizes, payload_words
+ * of payload) into new backend arrays of dev. */
+mf_status mf_ctensor_upload(mf_backend backend, const mf_ctensor *host, mf_ctensor *dev);
+/* Copies a backend tensor into new host arrays of host (mf_ctensor_free). */
+mf_status mf_ctensor_download(mf_backend backend, const mf_ctensor *dev, mf_ctensor *host);
+
+/* Attention kernels. REFERENCE follows formats/SPEC.md bit for bit (every
+ * backend). TENSOR (CUDA only, sm_80+) multiplies on the tensor cores in
+ * fp16 with fp32 accumulation: within backends/cuda/BOUND.md's bound of
+ * the reference, not bit-identical. mf_attend = mf_attend_ex(REFERENCE);
+ * mf_attend_workspace covers both kernels. */
+typedef enum mf_kernel { MF_KERNEL_REFERENCE = 0, MF_KERNEL_TENSOR = 1 } mf_kernel;
+mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
+                       const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
+                       void *workspace, size_t workspace_bytes);
+
+/* ------------------------------------------------------------------ */
 /* fp16 helpers (the same conversions the kernels use)                 */
 /* ------------------------------------------------------------------ */
 uint16_t mf_fp16_from_float(float x); /* round to nearest even */

@@ -27,6 +27,15 @@ mf_status mf_cuda_value_combine(const mf_ctensor *v, const float *p, uint32_t gr
 mf_status mf_cuda_attend_workspace(const mf_desc *k, uint32_t group, size_t *bytes);
 mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
                          uint32_t group, float *out, void *workspace, size_t workspace_bytes);
+/* The tensor-core attention (mf_attend_ex with MF_KERNEL_TENSOR). */
+mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
+                                uint32_t group, float *out, void *workspace,
+                                size_t workspace_bytes);
+/* Device memory for backends/memory.c: cudaMalloc/cudaFree/cudaMemcpy. */
+mf_status mf_cuda_alloc(size_t bytes, void **ptr);
+mf_status mf_cuda_free(void *ptr);
+mf_status mf_cuda_upload(void *dst, const void *src_host, size_t bytes);
+mf_status mf_cuda_download(void *dst_host, const void *src, size_t bytes);
 mf_status mf_cuda_attend_dense(const uint16_t *k, const uint16_t *v, uint32_t rows,
                                uint32_t tokens, uint32_t dim, const uint16_t *q, uint32_t group,
                                float *out, void *workspace, size_t workspace_bytes);

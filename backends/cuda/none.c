@@ -48,3 +48,30 @@ mf_status mf_cuda_attend_dense(const uint16_t *k, const uint16_t *v, uint32_t ro
     (void)workspace, (void)workspace_bytes;
     return MF_ERR_NO_DEVICE;
 }
+
+mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
+                                uint32_t group, float *out, void *workspace,
+                                size_t workspace_bytes) {
+    (void)k, (void)v, (void)q, (void)group, (void)out, (void)workspace, (void)workspace_bytes;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_alloc(size_t bytes, void **ptr) {
+    (void)bytes, (void)ptr;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_free(void *ptr) {
+    (void)ptr;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_upload(void *dst, const void *src_host, size_t bytes) {
+    (void)dst, (void)src_host, (void)bytes;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_download(void *dst_host, const void *src, size_t bytes) {
+    (void)dst_host, (void)src, (void)bytes;
+    return MF_ERR_NO_DEVICE;
+}

@@ -1,0 +1,35 @@
+#!/bin/sh
+# The test command: build with warnings as errors, run the tests, run them
+# again under Valgrind memcheck (zero errors required), and build the
+# library and tests with AddressSanitizer + UndefinedBehaviorSanitizer and
+# run them there too.
+set -eu
+cd "$(dirname "$0")/.."
+JOBS=$(nproc)
+
+echo "== build (-Werror)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$JOBS"
+
+echo "== tests"
+./build/mustafar-tests -j"$JOBS"
+
+echo "== tests under valgrind memcheck"
+rm -rf build/valgrind && mkdir -p build/valgrind
+# Criterion runs each test in a child process: trace children, one log each.
+# OpenMP's thread pool is never joined at exit: only definite leaks count.
+valgrind --trace-children=yes --leak-check=full --errors-for-leak-kinds=definite \
+  --show-possibly-lost=no --log-file=build/valgrind/%p.log \
+  ./build/mustafar-tests -j1 --filter '!(cli/*)'
+bad=$(grep -L "ERROR SUMMARY: 0 errors" build/valgrind/*.log || true)
+if [ -n "$bad" ]; then
+  for f in $bad; do cat "$f"; done
+  echo "valgrind reported errors"; exit 1
+fi
+echo "valgrind: $(ls build/valgrind | wc -l) processes, 0 errors"
+
+echo "== ASan + UBSan build and tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMF_SANITIZE=ON -DMF_CUDA=OFF >/dev/null
+cmake --build build-asan -j"$JOBS"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/mustafar-tests -j"$JOBS"
+echo "== all tests passed"

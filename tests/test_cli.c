@@ -1,0 +1,176 @@
+/* test_cli.c - the mustafar command: exit codes, one-line errors, no
+ * partial outputs. Runs the built binary (MF_CLI_PATH) in a temp dir. */
+#define _POSIX_C_SOURCE 200809L
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static char dir[64];
+static char out[4096];
+
+/* Runs the CLI with args (a shell fragment) in dir; returns the exit
+ * status and leaves stdout+stderr in out. */
+static int cli(const char *args) {
+    char cmd[1024];
+    FILE *p;
+    size_t n;
+    int st;
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, MF_CLI_PATH, args);
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int exists(const char *name) {
+    char path[256];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &sb) == 0;
+}
+
+static void write_npy(const char *name, uint32_t ndim, const uint64_t *shape, uint64_t seed) {
+    char path[256];
+    mf_array a;
+    uint32_t i;
+    memset(&a, 0, sizeof a);
+    a.dtype = MF_F16;
+    a.ndim = ndim;
+    a.count = 1;
+    for (i = 0; i < ndim; i++) {
+        a.shape[i] = shape[i];
+        a.count *= shape[i];
+    }
+    a.data = th_dense(&seed, (size_t)a.count, 2.0f);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    cr_assert_eq(mf_npy_save(path, &a, NULL), MF_OK);
+    free(a.data);
+}
+
+static void setup(void) {
+    const uint64_t kv[3] = {4, 150, 64}, q[2] = {16, 64};
+    strcpy(dir, "/tmp/mf-cli-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    write_npy("k.npy", 3, kv, 1);
+    write_npy("v.npy", 3, kv, 2);
+    write_npy("q.npy", 2, q, 3);
+}
+
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(cli, .init = setup, .fini = teardown);
+
+/* One line, prefixed with the program name. */
+static void one_line_error(const char *needle) {
+    char *nl = strchr(out, '\n');
+    cr_assert(strncmp(out, "mustafar: ", 10) == 0, "output: %s", out);
+    cr_assert(nl && nl[1] == 0, "not one line: %s", out);
+    cr_assert(strstr(out, needle), "'%s' lacks '%s'", out, needle);
+}
+
+Test(cli, usage) {
+    cr_assert_eq(cli(""), 2);
+    cr_assert(strstr(out, "usage: mustafar"));
+    cr_assert_eq(cli("--help"), 0);
+    cr_assert(strstr(out, "encode K.npy V.npy"));
+    cr_assert_eq(cli("frobnicate"), 2);
+    one_line_error("unknown command frobnicate");
+}
+
+Test(cli, encode_inspect_decode_attend) {
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv --sparsity 0.5 --bits 4 --layout native"), 0,
+                 "%s", out);
+    cr_assert_eq(cli("inspect c.mfkv"), 0, "%s", out);
+    cr_assert(strstr(out, "valid") && strstr(out, "native") && strstr(out, "4-bit"), "%s", out);
+    cr_assert(strstr(out, "bytes/element"));
+    cr_assert_eq(cli("decode c.mfkv kd.npy vd.npy"), 0, "%s", out);
+    cr_assert(exists("kd.npy") && exists("vd.npy"));
+    cr_assert_eq(cli("attend c.mfkv q.npy -o o.npy"), 0, "%s", out);
+    {
+        char path[256];
+        mf_array a;
+        snprintf(path, sizeof path, "%s/o.npy", dir);
+        cr_assert_eq(mf_npy_load(path, &a, NULL), MF_OK);
+        cr_assert_eq(a.dtype, MF_F32);
+        cr_assert_eq(a.shape[0], 16);
+        cr_assert_eq(a.shape[1], 64);
+        mf_array_free(&a);
+    }
+}
+
+Test(cli, bad_arguments) {
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv --sparsity 1.5"), 2);
+    one_line_error("--sparsity 1.5");
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv --bits 3"), 2);
+    one_line_error("--bits 3");
+    cr_assert_eq(cli("encode k.npy -o c.mfkv"), 2);
+    one_line_error("needs K.npy V.npy");
+    cr_assert_eq(cli("encode k.npy v.npy -o"), 2);
+    one_line_error("-o needs a value");
+    cr_assert_eq(cli("attend c.mfkv q.npy --frob -o o.npy"), 2);
+    one_line_error("unknown option --frob");
+    cr_assert(!exists("c.mfkv"));
+}
+
+Test(cli, missing_and_mismatched_inputs) {
+    const uint64_t bad[3] = {4, 150, 96}, q3[3] = {16, 1, 64};
+    cr_assert_eq(cli("encode nothere.npy v.npy -o c.mfkv"), 1);
+    one_line_error("nothere.npy");
+    write_npy("b.npy", 3, bad, 4);
+    cr_assert_eq(cli("encode k.npy b.npy -o c.mfkv"), 1);
+    one_line_error("shape differs");
+    cr_assert_eq(cli("encode b.npy b.npy -o c.mfkv"), 1);
+    one_line_error("dim 96");
+    cr_assert(!exists("c.mfkv"));
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
+    write_npy("q3.npy", 3, q3, 5);
+    cr_assert_eq(cli("attend c.mfkv q3.npy -o o.npy"), 1);
+    one_line_error("expected shape");
+    cr_assert(!exists("o.npy"));
+}
+
+Test(cli, corrupt_cache_names_the_field_and_writes_nothing) {
+    char path[256];
+    FILE *f;
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
+    snprintf(path, sizeof path, "%s/c.mfkv", dir);
+    f = fopen(path, "r+b");
+    fseek(f, -10, SEEK_END);
+    fputc(0x5a, f);
+    fclose(f);
+    cr_assert_eq(cli("inspect c.mfkv"), 1);
+    one_line_error("v.window: CRC mismatch");
+    cr_assert_eq(cli("decode c.mfkv kd.npy vd.npy"), 1);
+    one_line_error("CRC mismatch");
+    cr_assert(!exists("kd.npy") && !exists("vd.npy"));
+    cr_assert_eq(cli("attend c.mfkv q.npy -o o.npy"), 1);
+    cr_assert(!exists("o.npy"));
+    f = fopen(path, "wb");
+    fputs("not a cache", f);
+    fclose(f);
+    cr_assert_eq(cli("inspect c.mfkv"), 1);
+    one_line_error("magic");
+}
+
+Test(cli, cuda_absent_is_a_clear_error) {
+    if (mf_backend_available(MF_BACKEND_CUDA))
+        cr_skip_test("a CUDA device is present");
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv --backend cuda"), 1);
+    one_line_error("cuda");
+    cr_assert(!exists("c.mfkv"));
+}
+
+Test(cli, demo_runs_small) {
+    cr_assert_eq(cli("demo --tokens 200"), 0, "%s", out);
+    cr_assert(strstr(out, "ratio") && strstr(out, "bit-identical"), "%s", out);
+}

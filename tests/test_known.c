@@ -1,0 +1,200 @@
+/* test_known.c - hand-computed answers for tiny tiles: bit order, code
+ * packing, scale/zero rounding, fp16 conversion, pruning ties, exp. */
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "helpers.h"
+
+static uint16_t block[64 * 128];
+
+static mf_ctensor encode_block(mf_kind kind, uint32_t bits, uint32_t dim, uint32_t keep) {
+    mf_desc d = th_desc(kind, MF_LAYOUT_REFERENCE, bits, 1, 64, dim);
+    mf_ctensor c;
+    cr_assert_eq(th_encode(&d, block, keep, &c), MF_OK);
+    cr_assert_eq(mf_validate(&c, NULL), MF_OK);
+    return c;
+}
+
+Test(known, key_tile_bit_order_and_fp16_payload) {
+    mf_ctensor c;
+    uint32_t j;
+    memset(block, 0, sizeof block);
+    block[0 * 64 + 0] = 0x3c00; /* token 0, channel 0: 1.0 */
+    block[5 * 64 + 0] = 0x4000; /* token 5, channel 0: 2.0 */
+    c = encode_block(MF_KEY, 0, 64, 64);
+    cr_assert_eq(c.bitmaps[0], UINT64_C(0x8400000000000000));
+    for (j = 1; j < 64; j++)
+        cr_assert_eq(c.bitmaps[j], 0);
+    /* two halves padded to 8: four words */
+    cr_assert_eq(c.payload_words, 4);
+    cr_assert_eq(c.payload[0], 0x40003c00u);
+    cr_assert_eq(c.payload[1] | c.payload[2] | c.payload[3], 0);
+    cr_assert_eq(c.offsets[0], 0);
+    cr_assert_eq(c.offsets[1], 4);
+    cr_assert_eq(c.offsets[63], 4);
+    mf_ctensor_free(&c);
+}
+
+Test(known, value_tile_index_and_bit) {
+    mf_ctensor c;
+    uint32_t j;
+    memset(block, 0, sizeof block);
+    block[3 * 128 + 70] = 0xbc00; /* token 3, channel 70: -1.0 */
+    c = encode_block(MF_VALUE, 0, 128, 128);
+    /* tile = channel block 1 * 64 + token 3; element 70 - 64 = 6 */
+    for (j = 0; j < 128; j++)
+        cr_assert_eq(c.bitmaps[j], j == 67 ? UINT64_C(0x0200000000000000) : 0, "tile %u", j);
+    cr_assert_eq(c.payload[0], 0xbc00u);
+    mf_ctensor_free(&c);
+}
+
+Test(known, two_bit_codes_scale_zero) {
+    mf_ctensor c;
+    uint16_t out[64 * 64];
+    memset(block, 0, sizeof block);
+    block[0 * 64] = 0xbc00; /* -1.0 */
+    block[1 * 64] = 0x3800; /* 0.5 */
+    block[2 * 64] = 0x4000; /* 2.0 */
+    c = encode_block(MF_KEY, 2, 64, 64);
+    cr_assert_eq(c.bitmaps[0], UINT64_C(0xe000000000000000));
+    cr_assert_eq(c.scales[0], 0x3c00); /* (2 - -1) / 3 = 1 */
+    cr_assert_eq(c.zeros[0], 0x3c00);  /* floor(1/1 + 0.5) = 1 */
+    /* codes 0, floor(0.5+0.5)+1 = 2, floor(2.5)+1 = 3 at bits 0, 2, 4 */
+    cr_assert_eq(c.payload[0], 0x38u);
+    cr_assert_eq(c.payload_words, 1);
+    /* empty tiles: scale 1, zero floor(0 + 0.5) = 0 */
+    cr_assert_eq(c.scales[1], 0x3c00);
+    cr_assert_eq(c.zeros[1], 0);
+    cr_assert_eq(mf_decode(MF_BACKEND_CPU, &c, out, NULL), MF_OK);
+    cr_assert_eq(out[0], 0xbc00);
+    cr_assert_eq(out[64], 0x3c00); /* 0.5 decodes as (2 - 1) * 1 = 1.0 */
+    cr_assert_eq(out[128], 0x4000);
+    mf_ctensor_free(&c);
+}
+
+Test(known, scale_rounds_to_fp16_and_dequant_rounds_to_even) {
+    mf_ctensor c;
+    uint16_t out[64 * 64];
+    memset(block, 0, sizeof block);
+    block[0] = 0x2e66;  /* 0.0999755859375 */
+    block[64] = 0x3c00; /* 1.0 */
+    c = encode_block(MF_KEY, 2, 64, 64);
+    /* (1 - 0.0999755859375) / 3 = 0.300008... rounds to fp16 0.300048828125 */
+    cr_assert_eq(c.scales[0], 0x34cd);
+    cr_assert_eq(c.zeros[0], 0); /* floor(-0.3332 + 0.5) = 0 */
+    cr_assert_eq(c.payload[0], 0x3u << 2);
+    cr_assert_eq(mf_decode(MF_BACKEND_CPU, &c, out, NULL), MF_OK);
+    cr_assert_eq(out[0], 0);      /* a kept value may decode to 0 */
+    /* 3 * 0.300048828125 = 0.900146484375, a tie in fp16: to even */
+    cr_assert_eq(out[64], 0x3b34);
+    mf_ctensor_free(&c);
+}
+
+Test(known, four_bit_codes) {
+    mf_ctensor c;
+    uint32_t t;
+    memset(block, 0, sizeof block);
+    for (t = 0; t < 9; t++) /* 1..9 on channel 0: scale 8/15, zero floor(-1.875+.5) */
+        block[t * 64] = mf_fp16_from_float((float)(t + 1));
+    c = encode_block(MF_KEY, 4, 64, 64);
+    cr_assert_eq(c.scales[0], mf_fp16_from_float(8.0f / 15.0f));
+    cr_assert_eq(mf_fp16_to_float(c.zeros[0]), -2.0f);
+    cr_assert_eq(c.payload_words, 2); /* 9 codes, 8 per word */
+    /* value 1: floor(1/s + .5) + z = floor(1.375...)... compute from spec */
+    {
+        float s = mf_fp16_to_float(c.scales[0]);
+        uint32_t n;
+        for (n = 0; n < 9; n++) {
+            float q = floorf((float)(n + 1) / s + 0.5f) - 2.0f;
+            uint32_t code = q < 0 ? 0 : q > 15 ? 15 : (uint32_t)q;
+            cr_assert_eq((c.payload[n / 8] >> (4 * (n % 8))) & 15u, code, "code %u", n);
+        }
+    }
+    cr_assert_eq(c.payload[1] >> 4, 0); /* padding codes are zero */
+    mf_ctensor_free(&c);
+}
+
+Test(known, pruning_ties_go_to_lowest_channels) {
+    mf_ctensor c;
+    uint32_t i;
+    for (i = 0; i < 64 * 64; i++)
+        block[i] = 0x3c00;
+    block[40] = 0xc000; /* token 0, channel 40: -2.0, largest magnitude */
+    c = encode_block(MF_VALUE, 0, 64, 20);
+    /* token 0: channel 40 plus channels 0..18; other tokens 0..19 */
+    cr_assert_eq(c.bitmaps[0], UINT64_C(0xffffe00000000000) | (UINT64_C(1) << (63 - 40)));
+    cr_assert_eq(c.bitmaps[1], UINT64_C(0xfffff00000000000));
+    mf_ctensor_free(&c);
+}
+
+Test(known, zeros_are_never_kept) {
+    mf_ctensor c;
+    memset(block, 0, sizeof block);
+    block[3] = 0x8000; /* -0 counts as zero */
+    block[4] = 0x0001; /* smallest subnormal is kept */
+    c = encode_block(MF_VALUE, 0, 64, 64);
+    cr_assert_eq(c.bitmaps[0], UINT64_C(1) << (63 - 4));
+    mf_ctensor_free(&c);
+}
+
+Test(known, keep_count) {
+    uint32_t k;
+    cr_assert_eq(mf_keep_count(128, 0.7, &k), MF_OK);
+    cr_assert_eq(k, 38); /* 128 - floor(89.6 + 0.5) */
+    mf_keep_count(64, 0.5, &k);
+    cr_assert_eq(k, 32);
+    mf_keep_count(256, 0.0, &k);
+    cr_assert_eq(k, 256);
+    mf_keep_count(64, 1.0, &k);
+    cr_assert_eq(k, 0);
+    cr_assert_eq(mf_keep_count(64, 1.5, &k), MF_ERR_ARG);
+    cr_assert_eq(mf_keep_count(64, NAN, &k), MF_ERR_ARG);
+}
+
+Test(known, fp16_conversion) {
+    cr_assert_eq(mf_fp16_from_float(1.0f), 0x3c00);
+    cr_assert_eq(mf_fp16_from_float(65504.0f), 0x7bff);
+    cr_assert_eq(mf_fp16_from_float(65519.996f), 0x7bff);
+    cr_assert_eq(mf_fp16_from_float(65520.0f), 0x7c00);
+    cr_assert_eq(mf_fp16_from_float(-INFINITY), 0xfc00);
+    cr_assert_eq(mf_fp16_from_float(NAN) & 0x7fff, 0x7e00);
+    cr_assert_eq(mf_fp16_from_float(ldexpf(1.0f, -24)), 0x0001);
+    cr_assert_eq(mf_fp16_from_float(ldexpf(1.0f, -25)), 0x0000);           /* tie to even */
+    cr_assert_eq(mf_fp16_from_float(ldexpf(3.0f, -26)), 0x0001);           /* 0.75 ulp */
+    cr_assert_eq(mf_fp16_from_float(ldexpf(3.0f, -25)), 0x0002);           /* 1.5 ulp: even */
+    cr_assert_eq(mf_fp16_from_float(1.0f + ldexpf(1.0f, -11)), 0x3c00);    /* tie to even */
+    cr_assert_eq(mf_fp16_from_float(1.0f + ldexpf(3.0f, -11)), 0x3c02);
+    cr_assert_eq(mf_fp16_to_float(0x0001), ldexpf(1.0f, -24));
+    cr_assert_eq(mf_fp16_to_float(0xc000), -2.0f);
+    cr_assert(isinf(mf_fp16_to_float(0x7c00)));
+}
+
+Test(known, fp16_round_trip_of_every_half) {
+    uint32_t h;
+    for (h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff))
+            continue; /* NaN payloads are canonicalized */
+        cr_assert_eq(mf_fp16_from_float(mf_fp16_to_float((uint16_t)h)), h, "0x%04x", h);
+    }
+}
+
+Test(known, nonfinite_input_is_rejected_with_its_position) {
+    mf_desc d = th_desc(MF_KEY, MF_LAYOUT_REFERENCE, 2, 1, 70, 64);
+    mf_ctensor c;
+    mf_sizes s;
+    mf_diag diag;
+    static uint16_t dense[70 * 64];
+    memset(dense, 0, sizeof dense);
+    dense[10 * 64 + 7] = 0x7e00;
+    mf_sizes_of(&d, 64, &s);
+    cr_assert_eq(mf_ctensor_alloc(&c, &d, s.payload_keep), MF_OK);
+    cr_assert_eq(mf_encode(MF_BACKEND_CPU, dense, 64, &c, s.payload_keep, &diag),
+                 MF_ERR_NONFINITE);
+    cr_assert(strstr(diag.msg, "[0][10][7]"), "%s", diag.msg);
+    dense[10 * 64 + 7] = 0;
+    dense[66 * 64 + 1] = 0xfc00; /* in the dense window */
+    cr_assert_eq(mf_encode(MF_BACKEND_CPU, dense, 64, &c, s.payload_keep, &diag),
+                 MF_ERR_NONFINITE);
+    cr_assert(strstr(diag.msg, "[0][66][1]"), "%s", diag.msg);
+    mf_ctensor_free(&c);
+}

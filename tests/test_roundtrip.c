@@ -1,0 +1,214 @@
+/* test_roundtrip.c - random shapes, sparsities, bits and layouts: encode,
+ * validate, decode; attention on compressed equals attention on decoded;
+ * thread-count invariance. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <omp.h>
+
+#include "helpers.h"
+
+static const uint32_t dims[3] = {64, 128, 256};
+static const uint32_t bitss[3] = {0, 2, 4};
+
+/* Checks decode(encode(x)) against x: pruned entries are 0, at most keep
+ * nonzeros per row of a full block, fp16 kept exactly, codes within half
+ * a quantization step, the window verbatim. */
+static void check_decoded(const mf_ctensor *c, const uint16_t *x, const uint16_t *y,
+                          uint32_t keep) {
+    const mf_desc *d = &c->desc;
+    uint32_t blocks = d->tokens / 64, r, t, ch;
+    for (r = 0; r < d->rows; r++)
+        for (t = 0; t < d->tokens; t++) {
+            const uint16_t *xr = x + ((size_t)r * d->tokens + t) * d->dim;
+            const uint16_t *yr = y + ((size_t)r * d->tokens + t) * d->dim;
+            uint32_t nz = 0;
+            for (ch = 0; ch < d->dim; ch++) {
+                if (t >= blocks * 64) {
+                    cr_assert_eq(yr[ch], xr[ch], "window r%u t%u c%u", r, t, ch);
+                    continue;
+                }
+                if (d->bits == 0) {
+                    cr_assert(yr[ch] == 0 || yr[ch] == xr[ch], "r%u t%u c%u", r, t, ch);
+                    nz += yr[ch] != 0;
+                } else if (yr[ch] != 0 || xr[ch] != 0) {
+                    /* within one scale step of the input for kept values */
+                    float diff = fabsf(mf_fp16_to_float(yr[ch]) - mf_fp16_to_float(xr[ch]));
+                    cr_assert(diff <= 4.0f * 2.0f / ((1u << d->bits) - 1) + 1e-3f || yr[ch] == 0,
+                              "r%u t%u c%u diff %g", r, t, ch, diff);
+                }
+            }
+            if (d->bits == 0 && t < blocks * 64)
+                cr_assert_leq(nz, keep);
+        }
+}
+
+Test(roundtrip, random_shapes) {
+    uint64_t seed = 1;
+    int iter;
+    for (iter = 0; iter < 60; iter++) {
+        uint32_t dim = dims[th_next(&seed) % 3], bits = bitss[th_next(&seed) % 3];
+        uint32_t rows = 1 + (uint32_t)(th_next(&seed) % 3);
+        uint32_t tokens = 1 + (uint32_t)(th_next(&seed) % 300);
+        mf_layout layout = (mf_layout)(th_next(&seed) % 2);
+        uint32_t keep;
+        double sp = (double)(th_next(&seed) % 96) / 100.0;
+        mf_kind kind = (mf_kind)(iter % 2);
+        size_t n = (size_t)rows * tokens * dim;
+        uint16_t *x = th_dense(&seed, n, 2.0f), *y = (uint16_t *)malloc(n * 2);
+        mf_desc d = th_desc(kind, layout, bits, rows, tokens, dim);
+        mf_ctensor c;
+        mf_diag diag;
+        mf_keep_count(dim, sp, &keep);
+        cr_assert_eq(th_encode(&d, x, keep, &c), MF_OK);
+        cr_assert_eq(mf_validate(&c, &diag), MF_OK, "%s", diag.msg);
+        cr_assert_eq(mf_decode(MF_BACKEND_CPU, &c, y, NULL), MF_OK);
+        check_decoded(&c, x, y, keep);
+        /* encoding the decoded, already sparse input keeps its support */
+        if (bits == 0) {
+            mf_ctensor c2;
+            uint64_t t, tiles = (uint64_t)(tokens / 64) * rows * dim;
+            cr_assert_eq(th_encode(&d, y, dim, &c2), MF_OK);
+            for (t = 0; t < tiles; t++)
+                cr_assert_eq(c2.bitmaps[t], c.bitmaps[t]);
+            mf_ctensor_free(&c2);
+        }
+        mf_ctensor_free(&c);
+        free(x);
+        free(y);
+    }
+}
+
+/* Attention of a random layer through every path; returns 1 if all agree. */
+static void attend_case(uint64_t seed, uint32_t rows, uint32_t tokens, uint32_t dim,
+                        uint32_t group, uint32_t bits, mf_layout layout, double sp) {
+    size_t n = (size_t)rows * tokens * dim, no = (size_t)rows * group * dim;
+    uint16_t *k = th_dense(&seed, n, 3.0f), *v = th_dense(&seed, n, 1.0f);
+    uint16_t *q = th_dense(&seed, (size_t)rows * group * dim, 1.0f);
+    uint16_t *kd = (uint16_t *)malloc(n * 2), *vd = (uint16_t *)malloc(n * 2);
+    float *o1 = (float *)malloc(no * 4), *o2 = (float *)malloc(no * 4), *o3 = (float *)malloc(no * 4);
+    mf_desc dk = th_desc(MF_KEY, layout, bits, rows, tokens, dim);
+    mf_desc dv = th_desc(MF_VALUE, layout, bits, rows, tokens, dim);
+    mf_ctensor ck, cv;
+    uint32_t keep;
+    size_t ws_bytes, i;
+    void *ws;
+    int th;
+    mf_keep_count(dim, sp, &keep);
+    cr_assert_eq(th_encode(&dk, k, keep, &ck), MF_OK);
+    cr_assert_eq(th_encode(&dv, v, keep, &cv), MF_OK);
+    cr_assert_eq(mf_decode(MF_BACKEND_CPU, &ck, kd, NULL), MF_OK);
+    cr_assert_eq(mf_decode(MF_BACKEND_CPU, &cv, vd, NULL), MF_OK);
+    omp_set_num_threads(7); /* the workspace must fit the largest count */
+    cr_assert_eq(mf_attend_workspace(MF_BACKEND_CPU, &dk, group, &ws_bytes), MF_OK);
+    ws = malloc(ws_bytes);
+    cr_assert_eq(mf_attend_dense(MF_BACKEND_CPU, kd, vd, rows, tokens, dim, q, group, o1, ws,
+                                 ws_bytes), MF_OK);
+    for (i = 0; i < no; i++)
+        cr_assert(isfinite(o1[i]));
+    for (th = 1; th <= 7; th += th == 1 ? 1 : 5) { /* 1, 2, 7 */
+        omp_set_num_threads(th);
+        cr_assert_eq(mf_attend(MF_BACKEND_CPU, &ck, &cv, q, group, o2, ws, ws_bytes), MF_OK);
+        cr_assert_eq(memcmp(o1, o2, no * 4), 0, "attend differs: threads %d tokens %u dim %u",
+                     th, tokens, dim);
+        cr_assert_eq(mf_attend_dense(MF_BACKEND_CPU, kd, vd, rows, tokens, dim, q, group, o3, ws,
+                                     ws_bytes), MF_OK);
+        cr_assert_eq(memcmp(o1, o3, no * 4), 0, "dense differs: threads %d", th);
+    }
+    omp_set_num_threads(2);
+    free(ws);
+    mf_ctensor_free(&ck);
+    mf_ctensor_free(&cv);
+    free(k), free(v), free(q), free(kd), free(vd), free(o1), free(o2), free(o3);
+}
+
+Test(attend, compressed_equals_decoded_at_1_2_7_threads) {
+    uint64_t seed = 7;
+    int iter;
+    for (iter = 0; iter < 24; iter++) {
+        uint32_t dim = dims[th_next(&seed) % 3], bits = bitss[th_next(&seed) % 3];
+        uint32_t tokens = 1 + (uint32_t)(th_next(&seed) % 1500);
+        uint32_t group = (uint32_t[]){1, 4, 8, 3}[th_next(&seed) % 4];
+        attend_case(seed, 1 + (uint32_t)(th_next(&seed) % 3), tokens, dim, group, bits,
+                    (mf_layout)(iter % 2), (double)(th_next(&seed) % 96) / 100.0);
+    }
+    /* a long row: several merge-tree segments */
+    attend_case(99, 1, 64 * 37 + 5, 128, 4, 2, MF_LAYOUT_REFERENCE, 0.7);
+}
+
+Test(attend, one_token_returns_its_value_row) {
+    uint16_t k[64], v[64], q[64];
+    float out[64], ws_buf[1 << 16];
+    size_t ws_bytes;
+    mf_desc d = th_desc(MF_KEY, MF_LAYOUT_REFERENCE, 2, 1, 1, 64);
+    uint64_t seed = 3;
+    uint32_t i;
+    for (i = 0; i < 64; i++) {
+        k[i] = th_half(&seed, 4.0f);
+        v[i] = th_half(&seed, 4.0f);
+        q[i] = th_half(&seed, 4.0f);
+    }
+    cr_assert_eq(mf_attend_workspace(MF_BACKEND_CPU, &d, 1, &ws_bytes), MF_OK);
+    cr_assert_leq(ws_bytes, sizeof ws_buf);
+    cr_assert_eq(mf_attend_dense(MF_BACKEND_CPU, k, v, 1, 1, 64, q, 1, out, ws_buf, ws_bytes),
+                 MF_OK);
+    for (i = 0; i < 64; i++) /* softmax weight exp(0)/1 = 1: o = v exactly */
+        cr_assert_eq(out[i], mf_fp16_to_float(v[i]) + 0.0f, "channel %u", i);
+}
+
+Test(attend, key_scores_and_value_combine_known_sums) {
+    /* K all 1.0 in a 64-token block (dim 64), q = 0.5: each score is
+     * 64 * 0.5 = 32 exactly. V all 2.0 with p = 1: each output 64 * 2. */
+    static uint16_t kx[64 * 64], q[64];
+    static float scores[64], p[64], out[64];
+    mf_desc dk = th_desc(MF_KEY, MF_LAYOUT_NATIVE, 0, 1, 64, 64);
+    mf_desc dv = th_desc(MF_VALUE, MF_LAYOUT_NATIVE, 0, 1, 64, 64);
+    mf_ctensor ck, cv;
+    uint32_t i;
+    for (i = 0; i < 64 * 64; i++)
+        kx[i] = 0x3c00;
+    for (i = 0; i < 64; i++) {
+        q[i] = 0x3800;
+        p[i] = 1.0f;
+    }
+    cr_assert_eq(th_encode(&dk, kx, 64, &ck), MF_OK);
+    cr_assert_eq(mf_key_scores(MF_BACKEND_CPU, &ck, q, 1, scores), MF_OK);
+    for (i = 0; i < 64; i++)
+        cr_assert_eq(scores[i], 32.0f);
+    for (i = 0; i < 64 * 64; i++)
+        kx[i] = 0x4000;
+    cr_assert_eq(th_encode(&dv, kx, 64, &cv), MF_OK);
+    cr_assert_eq(mf_value_combine(MF_BACKEND_CPU, &cv, p, 1, out), MF_OK);
+    for (i = 0; i < 64; i++)
+        cr_assert_eq(out[i], 128.0f);
+    cr_assert_eq(mf_key_scores(MF_BACKEND_CPU, &cv, q, 1, scores), MF_ERR_ARG);
+    cr_assert_eq(mf_key_scores(MF_BACKEND_CPU, &ck, q, 0, scores), MF_ERR_ARG);
+    mf_ctensor_free(&ck);
+    mf_ctensor_free(&cv);
+}
+
+Test(attend, key_scores_match_decoded_dot_products) {
+    uint64_t seed = 11;
+    uint32_t rows = 2, tokens = 200, dim = 128, group = 4, keep;
+    size_t n = (size_t)rows * tokens * dim;
+    uint16_t *k = th_dense(&seed, n, 2.0f), *kd = (uint16_t *)malloc(n * 2);
+    uint16_t *q = th_dense(&seed, (size_t)rows * group * dim, 1.0f);
+    float *sc = (float *)malloc((size_t)rows * group * tokens * 4);
+    mf_desc d = th_desc(MF_KEY, MF_LAYOUT_REFERENCE, 4, rows, tokens, dim);
+    mf_ctensor c;
+    uint32_t r, h, t, ch;
+    mf_keep_count(dim, 0.5, &keep);
+    cr_assert_eq(th_encode(&d, k, keep, &c), MF_OK);
+    cr_assert_eq(mf_decode(MF_BACKEND_CPU, &c, kd, NULL), MF_OK);
+    cr_assert_eq(mf_key_scores(MF_BACKEND_CPU, &c, q, group, sc), MF_OK);
+    for (r = 0; r < rows; r++)
+        for (h = 0; h < group; h++)
+            for (t = 0; t < tokens; t++) {
+                float acc = 0.0f;
+                for (ch = 0; ch < dim; ch++)
+                    acc = fmaf(mf_fp16_to_float(q[(r * group + h) * dim + ch]),
+                               mf_fp16_to_float(kd[((size_t)r * tokens + t) * dim + ch]), acc);
+                cr_assert_eq(sc[((size_t)r * group + h) * tokens + t], acc + 0.0f);
+            }
+    mf_ctensor_free(&c);
+    free(k), free(kd), free(q), free(sc);
+}
