@@ -89,9 +89,13 @@ mf_status mf_decode(mf_backend backend, const mf_ctensor *c, uint16_t *dense, mf
     return mf_cpu_decode(c, dense);
 }
 
-/* Operations on compressed inputs validate them first: the compute loops
- * trust offsets and scales only after that. With the CUDA backend the
- * arrays are device pointers and the backend validates on the device. */
+/* Compute operations check the structure of compressed inputs (desc,
+ * arrays) and each tile's payload range as they read it, so no input can
+ * make them read out of bounds; a range outside the payload is
+ * MF_ERR_OFFSET_RANGE. They do not re-run the full mf_validate on every
+ * call: untrusted tensors are validated once, when they arrive
+ * (mf_container_load does). With the CUDA backend the arrays are device
+ * pointers and the backend checks on the device. */
 mf_status mf_key_scores(mf_backend backend, const mf_ctensor *k, const uint16_t *q,
                         uint32_t group, float *scores) {
     mf_status st;
@@ -101,7 +105,7 @@ mf_status mf_key_scores(mf_backend backend, const mf_ctensor *k, const uint16_t 
         return st;
     if (k->desc.kind != MF_KEY)
         return MF_ERR_ARG;
-    if (backend == MF_BACKEND_CPU && (st = mf_validate(k, NULL)) != MF_OK)
+    if (backend == MF_BACKEND_CPU && (st = mf__check_structure(k, NULL)) != MF_OK)
         return st;
     if ((st = check_group(group, k->desc.rows, NULL)) != MF_OK)
         return st;
@@ -119,7 +123,7 @@ mf_status mf_value_combine(mf_backend backend, const mf_ctensor *v, const float 
         return st;
     if (v->desc.kind != MF_VALUE)
         return MF_ERR_ARG;
-    if (backend == MF_BACKEND_CPU && (st = mf_validate(v, NULL)) != MF_OK)
+    if (backend == MF_BACKEND_CPU && (st = mf__check_structure(v, NULL)) != MF_OK)
         return st;
     if ((st = check_group(group, v->desc.rows, NULL)) != MF_OK)
         return st;
@@ -175,7 +179,8 @@ mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k
     if (kernel == MF_KERNEL_TENSOR && backend != MF_BACKEND_CUDA)
         return MF_ERR_UNSUPPORTED;
     if (backend == MF_BACKEND_CPU &&
-        ((st = mf_validate(k, NULL)) != MF_OK || (st = mf_validate(v, NULL)) != MF_OK))
+        ((st = mf__check_structure(k, NULL)) != MF_OK ||
+         (st = mf__check_structure(v, NULL)) != MF_OK))
         return st;
     kd = &k->desc;
     vd = &v->desc;

@@ -34,6 +34,11 @@ static inline int mf__add64(uint64_t a, uint64_t b, uint64_t *out) {
     return 1;
 }
 
+/* The part of mf_validate that compute operations need: a supported
+ * desc, payload_words within limits, every array present. They check
+ * each tile's payload range as they read it. */
+mf_status mf__check_structure(const mf_ctensor *c, mf_diag *diag);
+
 /* Tile decoding and encoding units (core/encode.c, core/decode.c). */
 /* Prunes and tiles the 64 x dim block (row-major, token stride dim):
  * writes the dim bitmaps of the unit and, if quantized, scales and zeros.

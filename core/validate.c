@@ -76,11 +76,10 @@ static mf_status check_offset(const char *what, uint64_t idx, uint64_t off, uint
     return MF_OK;
 }
 
-mf_status mf_validate(const mf_ctensor *c, mf_diag *diag) {
+mf_status mf__check_structure(const mf_ctensor *c, mf_diag *diag) {
     const mf_desc *d;
     mf_sizes s;
     mf_status st;
-    uint64_t u, units, expected = 0, prev = 0;
     if (!c)
         return mf__fail(diag, MF_ERR_NULL, "compressed tensor is NULL");
     d = &c->desc;
@@ -99,6 +98,18 @@ mf_status mf_validate(const mf_ctensor *c, mf_diag *diag) {
         return mf__fail(diag, MF_ERR_NULL, "scales or zeros array is NULL");
     if (s.window && !c->window)
         return mf__fail(diag, MF_ERR_NULL, "window array is NULL");
+    return MF_OK;
+}
+
+mf_status mf_validate(const mf_ctensor *c, mf_diag *diag) {
+    const mf_desc *d;
+    mf_sizes s;
+    mf_status st;
+    uint64_t u, units, expected = 0, prev = 0;
+    if ((st = mf__check_structure(c, diag)) != MF_OK)
+        return st;
+    d = &c->desc;
+    mf_sizes_of(d, 0, &s);
     if (d->bits && (st = check_scales(c, s.tiles, diag)) != MF_OK)
         return st;
     units = s.blocks * d->rows;

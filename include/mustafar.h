@@ -147,6 +147,12 @@ mf_status mf_encode(mf_backend backend, const uint16_t *dense, uint32_t keep,
 /* Validates c, then writes dense [rows, tokens, dim] fp16. */
 mf_status mf_decode(mf_backend backend, const mf_ctensor *c, uint16_t *dense, mf_diag *diag);
 
+/* Compute operations (key scores, value combine, attention) never read
+ * out of bounds: they check the tensor's structure and each tile's payload
+ * range as they go (MF_ERR_OFFSET_RANGE). They do not re-run mf_validate
+ * on every call; validate untrusted tensors once when they arrive
+ * (mf_container_load does). */
+
 /* Raw scores q . k for every token: q [rows*group, dim] fp16 (query row i
  * uses KV row i / group), scores [rows*group, tokens] fp32. */
 mf_status mf_key_scores(mf_backend backend, const mf_ctensor *k, const uint16_t *q,

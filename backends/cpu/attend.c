@@ -19,6 +19,11 @@
 #include "../../core/internal.h"
 #include "../../core/tile.h"
 #include "cpu.h"
+#include "expand.h"
+
+#if MF_CPU_SIMD
+#include <immintrin.h>
+#endif
 
 #define SEG 16u    /* chunks per work unit: a power of two */
 #define LEVELS 6u  /* stack depth of a SEG-chunk subtree: log2(SEG) + 1, +1 spare */
@@ -32,80 +37,45 @@ typedef struct source {
     uint32_t tokens, dim;
 } source;
 
-/* fp16 rows [n][dim] into buf: key buf[c*64 + t], value buf[t*dim + c]. */
-static void expand_dense(const uint16_t *p, uint32_t n, uint32_t dim, mf_kind kind, float *buf) {
-    uint32_t t, c;
-    if (kind == MF_KEY) {
-        for (c = 0; c < dim; c++)
-            for (t = 0; t < MF_TILE; t++)
-                buf[c * MF_TILE + t] = t < n ? mf_h2f(p[(size_t)t * dim + c]) : 0.0f;
-    } else {
-        for (t = 0; t < n; t++)
-            for (c = 0; c < dim; c++)
-                buf[(size_t)t * dim + c] = mf_h2f(p[(size_t)t * dim + c]);
-    }
-}
-
-/* One tile to 64 floats in element order. */
-static void expand_tile(uint32_t bits, uint64_t bm, uint16_t scale, uint16_t zero,
-                        const uint32_t *w, float *dst) {
-    uint32_t n = 0;
-    memset(dst, 0, MF_TILE * sizeof *dst);
-    if (bits == 0) {
-        while (bm) {
-            uint32_t i = (uint32_t)__builtin_clzll(bm);
-            bm &= ~(UINT64_C(1) << (63 - i));
-            dst[i] = mf_h2f((uint16_t)(w[n / 2] >> (16 * (n % 2))));
-            n++;
-        }
-    } else {
-        float lut[16], s = mf_h2f(scale), z = mf_h2f(zero);
-        uint32_t code, cpw = mf_codes_per_word(bits), mask = (1u << bits) - 1u;
-        for (code = 0; code <= mask; code++)
-            lut[code] = mf_h2f(mf_dequant(code, s, z));
-        while (bm) {
-            uint32_t i = (uint32_t)__builtin_clzll(bm);
-            bm &= ~(UINT64_C(1) << (63 - i));
-            dst[i] = lut[(w[n / cpw] >> ((n % cpw) * bits)) & mask];
-            n++;
-        }
-    }
-}
-
-/* Expands chunk ch of row into buf; returns its token count. A tile
- * whose payload range leaves the payload counts in *bad and reads as 0. */
-static uint32_t expand_chunk(const source *s, uint32_t row, uint64_t ch, float *buf, int *bad) {
-    uint32_t dim = s->dim;
+/* Expands piece pc (channels or tiles 64*pc .. 64*pc+63) of chunk ch of
+ * row into a 64 x 64 buffer: key buf[channel][token], value
+ * buf[token][channel]. Pieces keep the working set in L1. Returns the
+ * chunk's token count. A tile whose payload range leaves the payload
+ * counts in *bad and reads as 0. */
+static uint32_t expand_piece(const source *s, uint32_t row, uint64_t ch, uint32_t pc, float *buf,
+                             int *bad) {
+    uint32_t dim = s->dim, c0 = pc * MF_TILE;
     uint64_t blocks = s->tokens / MF_TILE;
     if (!s->c) {
         uint64_t t0 = ch * MF_TILE;
         uint32_t n = (uint32_t)(s->tokens - t0 < MF_TILE ? s->tokens - t0 : MF_TILE);
-        expand_dense(s->dense + ((uint64_t)row * s->tokens + t0) * dim, n, dim, s->kind, buf);
+        mf_cpu_expand_dense(s->dense + ((uint64_t)row * s->tokens + t0) * dim + c0, n, dim, s->kind,
+                            buf);
         return n;
     }
     if (ch == blocks) { /* the dense window */
         uint32_t wt = s->tokens % MF_TILE;
-        expand_dense(s->c->window + (uint64_t)row * wt * dim, wt, dim, s->kind, buf);
+        mf_cpu_expand_dense(s->c->window + (uint64_t)row * wt * dim + c0, wt, dim, s->kind, buf);
         return wt;
     } else {
         const mf_ctensor *c = s->c;
-        uint32_t bits = c->desc.bits, j;
+        uint32_t bits = c->desc.bits, j, per = mf_cpu_table_floats(bits);
         uint64_t starts[256];
-        uint64_t t0 = mf_unit_tile(c->desc.layout, c->desc.rows, blocks, dim, row, ch);
+        uint64_t t0 = mf_unit_tile(c->desc.layout, c->desc.rows, blocks, dim, row, ch) + c0;
+        float tables[MF_TILE * 16];
         mf__unit_starts(c, row, ch, starts);
-        for (j = 0; j < dim; j++) {
-            uint64_t t = t0 + j;
-            uint64_t bm = c->bitmaps[t];
+        if (bits)
+            mf_cpu_code_tables(bits, c->scales + t0, c->zeros + t0, MF_TILE, tables);
+        for (j = 0; j < MF_TILE; j++) {
+            uint64_t bm = c->bitmaps[t0 + j], start = starts[c0 + j];
             uint32_t words = mf_tile_words(mf_popcount64(bm), bits);
-            float *dst = s->kind == MF_KEY ? buf + (size_t)j * MF_TILE
-                                           : buf + (size_t)(j % MF_TILE) * dim + (j / MF_TILE) * MF_TILE;
-            if (starts[j] > c->payload_words || words > c->payload_words - starts[j]) {
+            float *dst = buf + (size_t)j * MF_TILE; /* key: channel j; value: token j */
+            if (start > c->payload_words || words > c->payload_words - start) {
                 *bad = 1;
                 memset(dst, 0, MF_TILE * sizeof *dst);
                 continue;
             }
-            expand_tile(bits, bm, bits ? c->scales[t] : 0, bits ? c->zeros[t] : 0,
-                        c->payload + starts[j], dst);
+            mf_cpu_expand_tile(bits, bm, tables + (size_t)j * per, c->payload + start, words, dst);
         }
         return MF_TILE;
     }
@@ -113,37 +83,76 @@ static uint32_t expand_chunk(const source *s, uint32_t row, uint64_t ch, float *
 
 static uint64_t chunks_of(uint32_t tokens) { return (tokens + MF_TILE - 1) / MF_TILE; }
 
-/* sc[h][t] = canon(sum over c in order of fma(q[h][c], k[c][t])). */
-static void chunk_scores(const float *kbuf, const float *qf, uint32_t dim, uint32_t group,
-                         float *sc) {
+/* sc[h][t] += in order over the piece's channels c: fma(q[h][c], k[c][t]),
+ * continuing the chains of earlier pieces (sc starts at +0; the caller
+ * applies canon after the last piece). qf is [group][dim]. */
+static void piece_scores(const float *kbuf, const float *qf, uint32_t dim, uint32_t group,
+                         uint32_t pc, float *sc) {
     uint32_t h, c, t;
     for (h = 0; h < group; h++) {
-        float acc[MF_TILE];
-        const float *qh = qf + (size_t)h * dim;
-        for (t = 0; t < MF_TILE; t++)
-            acc[t] = 0.0f;
-        for (c = 0; c < dim; c++) {
+        const float *qh = qf + (size_t)h * dim + pc * MF_TILE;
+        float *sh = sc + (size_t)h * MF_TILE;
+#if MF_CPU_SIMD
+        /* 64 chains in 8 registers; _mm256_fmadd_ps is fmaf per lane */
+        __m256 a[8];
+        for (t = 0; t < 8; t++)
+            a[t] = _mm256_loadu_ps(sh + 8 * t);
+        for (c = 0; c < MF_TILE; c++) {
             const float *kc = kbuf + (size_t)c * MF_TILE;
-            float qc = qh[c];
-            for (t = 0; t < MF_TILE; t++)
-                acc[t] = MF_FMA(qc, kc[t], acc[t]);
+            __m256 qc = _mm256_broadcast_ss(qh + c);
+            for (t = 0; t < 8; t++)
+                a[t] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kc + 8 * t), a[t]);
         }
-        for (t = 0; t < MF_TILE; t++)
-            sc[(size_t)h * MF_TILE + t] = mf_canon(acc[t]);
+        for (t = 0; t < 8; t++)
+            _mm256_storeu_ps(sh + 8 * t, a[t]);
+#else
+        for (c = 0; c < MF_TILE; c++) {
+            const float *kc = kbuf + (size_t)c * MF_TILE;
+            for (t = 0; t < MF_TILE; t++)
+                sh[t] = MF_FMA(qh[c], kc[t], sh[t]);
+        }
+#endif
     }
 }
 
-/* o[c] = sum over t < n in order of fma(e[t], v[t][c]), from +0. */
-static void chunk_values(const float *vbuf, const float *e, uint32_t n, uint32_t dim, float *o) {
-    uint32_t t, c;
-    for (c = 0; c < dim; c++)
-        o[c] = 0.0f;
-    for (t = 0; t < n; t++) {
-        const float *vt = vbuf + (size_t)t * dim;
-        float et = e[t];
-        for (c = 0; c < dim; c++)
-            o[c] = MF_FMA(et, vt[c], o[c]);
+/* Scores of a whole chunk: sc[h][t] = canon(sum over c of fma(...)). */
+static uint32_t chunk_scores(const source *k, uint32_t row, uint64_t ch, const float *qf,
+                             uint32_t group, float *buf, float *sc, int *bad) {
+    uint32_t pc, i, n = 0;
+    for (i = 0; i < group * MF_TILE; i++)
+        sc[i] = 0.0f;
+    for (pc = 0; pc < k->dim / MF_TILE; pc++) {
+        n = expand_piece(k, row, ch, pc, buf, bad);
+        piece_scores(buf, qf, k->dim, group, pc, sc);
     }
+    for (i = 0; i < group * MF_TILE; i++)
+        sc[i] = mf_canon(sc[i]);
+    return n;
+}
+
+/* o[c] = sum over t < n in order of fma(e[t], v[t][c]), from +0, for the
+ * piece's 64 channels (vbuf is [token][64]). */
+static void piece_values(const float *vbuf, const float *e, uint32_t n, float *o) {
+    uint32_t t, c;
+#if MF_CPU_SIMD
+    __m256 a[8];
+    for (c = 0; c < 8; c++)
+        a[c] = _mm256_setzero_ps();
+    for (t = 0; t < n; t++) {
+        const float *vt = vbuf + (size_t)t * MF_TILE;
+        __m256 et = _mm256_broadcast_ss(e + t);
+        for (c = 0; c < 8; c++)
+            a[c] = _mm256_fmadd_ps(et, _mm256_loadu_ps(vt + 8 * c), a[c]);
+    }
+    for (c = 0; c < 8; c++)
+        _mm256_storeu_ps(o + 8 * c, a[c]);
+#else
+    for (c = 0; c < MF_TILE; c++)
+        o[c] = 0.0f;
+    for (t = 0; t < n; t++)
+        for (c = 0; c < MF_TILE; c++)
+            o[c] = MF_FMA(e[t], vbuf[(size_t)t * MF_TILE + c], o[c]);
+#endif
 }
 
 /* A softmax state per query head: [m, l, o[dim]]. */
@@ -193,12 +202,12 @@ static void tree_fold(tree *tr, float *(*slot)(void *, uint32_t), void *ctx, uin
 
 /* Per-thread scratch. */
 typedef struct scratch {
-    float *kbuf, *vbuf, *qf, *sc, *e, *stack;
+    float *buf, *qf, *sc, *e, *stack;
     size_t state;
 } scratch;
 
 static size_t scratch_floats(uint32_t dim, uint32_t group) {
-    return 2u * (size_t)dim * MF_TILE + (size_t)group * dim + 2u * (size_t)group * MF_TILE +
+    return (size_t)MF_TILE * MF_TILE + (size_t)group * dim + 2u * (size_t)group * MF_TILE +
            LEVELS * state_floats(dim, group);
 }
 
@@ -230,7 +239,7 @@ typedef struct job {
 /* Softmax state of chunks [c0, c1) of row into out (state layout). */
 static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint64_t c1,
                      float *out, int *bad) {
-    uint32_t dim = jb->dim, group = jb->group, h, t;
+    uint32_t dim = jb->dim, group = jb->group, h, t, pc;
     float scale = mf_score_scale(dim);
     tree tr;
     uint64_t ch;
@@ -242,8 +251,7 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
         uint32_t n;
         float *st = stack_slot(w, tr.depth);
         if (jb->q) {
-            n = expand_chunk(&jb->k, row, ch, w->kbuf, bad);
-            chunk_scores(w->kbuf, w->qf, dim, group, w->sc);
+            n = chunk_scores(&jb->k, row, ch, w->qf, group, w->buf, w->sc, bad);
             for (h = 0; h < group; h++) {
                 float *x = w->sc + (size_t)h * MF_TILE, *e = w->e + (size_t)h * MF_TILE;
                 float m, l = 0.0f;
@@ -269,10 +277,12 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
                 st[(size_t)h * (dim + 2u) + 1] = 0.0f;
             }
         }
-        expand_chunk(&jb->v, row, ch, w->vbuf, bad);
-        for (h = 0; h < group; h++)
-            chunk_values(w->vbuf, w->e + (size_t)h * MF_TILE, n, dim,
-                         st + (size_t)h * (dim + 2u) + 2);
+        for (pc = 0; pc < dim / MF_TILE; pc++) {
+            expand_piece(&jb->v, row, ch, pc, w->buf, bad);
+            for (h = 0; h < group; h++)
+                piece_values(w->buf, w->e + (size_t)h * MF_TILE, n,
+                             st + (size_t)h * (dim + 2u) + 2 + pc * MF_TILE);
+        }
         tree_push(&tr, stack_slot, w, dim, group);
     }
     tree_fold(&tr, stack_slot, w, dim, group);
@@ -318,9 +328,8 @@ static mf_status run_job(const job *jb, float *out, float *ws, size_t ws_bytes) 
         tid = omp_get_thread_num();
 #endif
         base = scr + (size_t)tid * scratch_floats(dim, group);
-        w.kbuf = base;
-        w.vbuf = w.kbuf + (size_t)dim * MF_TILE;
-        w.qf = w.vbuf + (size_t)dim * MF_TILE;
+        w.buf = base;
+        w.qf = w.buf + MF_TILE * MF_TILE;
         w.sc = w.qf + (size_t)group * dim;
         w.e = w.sc + (size_t)group * MF_TILE;
         w.stack = w.e + (size_t)group * MF_TILE;
@@ -413,13 +422,13 @@ mf_status mf_cpu_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t gro
     for (long long u = 0; u < (long long)(d->rows * nch); u++) {
         uint32_t row = (uint32_t)((uint64_t)u / nch), h, i;
         uint64_t ch = (uint64_t)u % nch;
-        float kbuf[256 * MF_TILE], qf[256], sc[MF_TILE];
-        uint32_t n = expand_chunk(&s, row, ch, kbuf, &bad);
+        float buf[MF_TILE * MF_TILE], qf[256], sc[MF_TILE];
         for (h = 0; h < group; h++) {
             const uint16_t *qh = q + ((size_t)row * group + h) * d->dim;
+            uint32_t n;
             for (i = 0; i < d->dim; i++)
                 qf[i] = mf_h2f(qh[i]);
-            chunk_scores(kbuf, qf, d->dim, 1, sc);
+            n = chunk_scores(&s, row, ch, qf, 1, buf, sc, &bad);
             memcpy(scores + ((size_t)row * group + h) * d->tokens + ch * MF_TILE, sc,
                    n * sizeof *sc);
         }

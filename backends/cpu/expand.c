@@ -1,0 +1,213 @@
+/* expand.c - tile and dense-row expansion into fp32 (see expand.h).
+ *
+ * The AVX2 tile path turns each group of elements into indices of a small
+ * table of dequantized values: pdep (BMI2) deposits the group's packed
+ * codes at the positions its bitmap marks, and a lane permute looks the
+ * values up. Absent elements index a 0.0 entry. */
+#include <string.h>
+
+#include "../../core/internal.h"
+#include "../../core/tile.h"
+#include "expand.h"
+
+#if MF_CPU_SIMD
+#include <immintrin.h>
+#endif
+
+#if MF_CPU_SIMD
+
+/* Bit i of the result is bit 63-i of x: element i of a tile at bit i. */
+static uint64_t bit_reverse(uint64_t x) {
+    x = ((x >> 1) & UINT64_C(0x5555555555555555)) | ((x & UINT64_C(0x5555555555555555)) << 1);
+    x = ((x >> 2) & UINT64_C(0x3333333333333333)) | ((x & UINT64_C(0x3333333333333333)) << 2);
+    x = ((x >> 4) & UINT64_C(0x0f0f0f0f0f0f0f0f)) | ((x & UINT64_C(0x0f0f0f0f0f0f0f0f)) << 4);
+    return __builtin_bswap64(x);
+}
+
+/* 64 bits of the code stream starting at bit pos (stream zero-padded). */
+static uint64_t stream_at(const uint64_t *s, uint32_t pos) {
+    uint32_t o = pos & 63u;
+    uint64_t lo = s[pos >> 6] >> o;
+    return o ? lo | s[(pos >> 6) + 1] << (64u - o) : lo;
+}
+
+static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
+                         uint32_t words, float *dst) {
+    uint64_t stream[5] = {0, 0, 0, 0, 0}; /* 64 codes of 4 bits + a padding word */
+    uint64_t rb = bit_reverse(bm);
+    uint32_t n = 0, g;
+    memcpy(stream, w, (size_t)words * 4u);
+    if (bits == 2) {
+        /* 16 elements per group as nibbles: bit 2 = present, bits 0-1 = code;
+         * table entries 0-3 are 0.0, 4+code the values. */
+        const __m256 tab = _mm256_loadu_ps(table);
+        const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+        for (g = 0; g < 4; g++) {
+            uint64_t m = (rb >> (16u * g)) & 0xffffu;
+            uint64_t pres = _pdep_u64(m, UINT64_C(0x1111111111111111));
+            uint64_t idx = _pdep_u64(stream_at(stream, 2u * n), pres * 3u) | pres << 2;
+            __m256i lo = _mm256_set1_epi32((int)(uint32_t)idx);
+            __m256i hi = _mm256_set1_epi32((int)(uint32_t)(idx >> 32));
+            n += (uint32_t)__builtin_popcountll(m);
+            _mm256_storeu_ps(dst + 16u * g, _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(lo, shifts)));
+            _mm256_storeu_ps(dst + 16u * g + 8u,
+                             _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(hi, shifts)));
+        }
+    } else {
+        /* 8 elements per group as bytes holding the code; two 8-entry
+         * tables by bit 3 of the code, absent elements masked to 0. */
+        const __m256 tlo = _mm256_loadu_ps(table), thi = _mm256_loadu_ps(table + 8);
+        for (g = 0; g < 8; g++) {
+            uint64_t m = (rb >> (8u * g)) & 0xffu;
+            uint64_t pres = _pdep_u64(m, UINT64_C(0x0101010101010101));
+            uint64_t codes = _pdep_u64(stream_at(stream, 4u * n), pres * 15u);
+            __m256i c = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)codes));
+            __m256i p = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)(pres * 255u)));
+            __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, c),
+                                        _mm256_permutevar8x32_ps(thi, c),
+                                        _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));
+            n += (uint32_t)__builtin_popcountll(m);
+            _mm256_storeu_ps(dst + 8u * g, _mm256_and_ps(v, _mm256_castsi256_ps(
+                                                                _mm256_cmpgt_epi32(p, _mm256_setzero_si256()))));
+        }
+    }
+}
+
+#else
+
+static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
+                         uint32_t words, float *dst) {
+    uint32_t n = 0, cpw = mf_codes_per_word(bits), mask = (1u << bits) - 1u;
+    const float *lut = table + mf_cpu_table_floats(bits) - (1u << bits);
+    (void)words;
+    memset(dst, 0, MF_TILE * sizeof *dst);
+    while (bm) {
+        uint32_t i = (uint32_t)__builtin_clzll(bm);
+        bm &= ~(UINT64_C(1) << (63 - i));
+        dst[i] = lut[(w[n / cpw] >> ((n % cpw) * bits)) & mask];
+        n++;
+    }
+}
+
+#endif
+
+void mf_cpu_expand_tile(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
+                        uint32_t words, float *dst) {
+    if (bits == 0) {
+        uint32_t n = 0;
+        memset(dst, 0, MF_TILE * sizeof *dst);
+        while (bm) {
+            uint32_t i = (uint32_t)__builtin_clzll(bm);
+            bm &= ~(UINT64_C(1) << (63 - i));
+            dst[i] = mf_h2f((uint16_t)(w[n / 2] >> (16 * (n % 2))));
+            n++;
+        }
+    } else {
+        expand_codes(bits, bm, table, w, words, dst);
+    }
+}
+
+static void code_tables_scalar(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
+                        float *tables) {
+    uint32_t per = mf_cpu_table_floats(bits), codes = 1u << bits, j, c;
+    for (j = 0; j < n; j++) {
+        float *t = tables + (size_t)j * per, s = mf_h2f(scales[j]), z = mf_h2f(zeros[j]);
+        for (c = 0; c < per - codes; c++)
+            t[c] = 0.0f;
+        for (c = 0; c < codes; c++)
+            t[per - codes + c] = mf_h2f(mf_dequant(c, s, z));
+    }
+}
+
+
+#if MF_CPU_SIMD
+
+/* Transposes the 8x8 block r[0..7] (rows) in registers. */
+static void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+void mf_cpu_expand_dense(const uint16_t *p, uint32_t n, uint32_t stride, mf_kind kind, float *buf) {
+    uint32_t t, c, i;
+    if (kind == MF_VALUE) {
+        for (t = 0; t < n; t++)
+            for (c = 0; c < MF_TILE; c += 8)
+                _mm256_storeu_ps(buf + (size_t)t * MF_TILE + c,
+                                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + (size_t)t * stride + c))));
+        return;
+    }
+    for (t = 0; t < MF_TILE; t += 8)
+        for (c = 0; c < MF_TILE; c += 8) {
+            __m256 r[8];
+            for (i = 0; i < 8; i++)
+                r[i] = t + i < n ? _mm256_cvtph_ps(_mm_loadu_si128(
+                                       (const __m128i *)(p + (size_t)(t + i) * stride + c)))
+                                 : _mm256_setzero_ps();
+            transpose8(r);
+            for (i = 0; i < 8; i++)
+                _mm256_storeu_ps(buf + (size_t)(c + i) * MF_TILE + t, r[i]);
+        }
+}
+
+#else
+
+void mf_cpu_expand_dense(const uint16_t *p, uint32_t n, uint32_t stride, mf_kind kind, float *buf) {
+    uint32_t t, c;
+    for (t = 0; t < MF_TILE; t++)
+        for (c = 0; c < MF_TILE; c++) {
+            float x = t < n ? mf_h2f(p[(size_t)t * stride + c]) : 0.0f;
+            if (kind == MF_KEY)
+                buf[c * MF_TILE + t] = x;
+            else if (t < n)
+                buf[t * MF_TILE + c] = x;
+        }
+}
+
+#endif
+
+#if MF_CPU_SIMD
+/* Eight tiles at a time: one vector per code across the tiles, rounded
+ * through fp16 by F16C (round to nearest even, as mf_f2h), then
+ * transposed into per-tile rows. */
+void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
+                        float *tables) {
+    uint32_t per = mf_cpu_table_floats(bits), j, c, i;
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + j)));
+        __m256 z = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(zeros + j)));
+        for (c = 0; c < (1u << bits); c += 8) {
+            __m256 r[8];
+            for (i = 0; i < 8; i++) {
+                float code = (float)(c + i) - (bits == 2 ? 4.0f : 0.0f);
+                __m256 x = _mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps(code), z), s);
+                r[i] = bits == 2 && i < 4 ? _mm256_setzero_ps()
+                                          : _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+            }
+            transpose8(r);
+            for (i = 0; i < 8; i++)
+                _mm256_storeu_ps(tables + (size_t)(j + i) * per + c, r[i]);
+        }
+    }
+    code_tables_scalar(bits, scales + j, zeros + j, n - j, tables + (size_t)j * per);
+}
+#else
+void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
+                        float *tables) {
+    code_tables_scalar(bits, scales, zeros, n, tables);
+}
+#endif
