@@ -7,17 +7,19 @@
 #include "internal.h"
 #include "tile.h"
 
-/* Number of magnitudes >= t. */
+/* Number of magnitudes >= t (n <= 256). The 16-bit count lets compilers
+ * vectorize 16 lanes wide. */
 static uint32_t count_ge(const uint16_t *mag, uint32_t n, uint32_t t) {
-    uint32_t i, c = 0;
+    uint32_t i;
+    uint16_t c = 0, tt = (uint16_t)t;
     for (i = 0; i < n; i++)
-        c += mag[i] >= t;
+        c = (uint16_t)(c + (mag[i] >= tt));
     return c;
 }
 
 uint32_t mf__prune_row(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t *mask) {
     uint16_t mag[256];
-    uint32_t i, nz = 0, lo, hi, need;
+    uint32_t i, w, nz = 0, lo, hi, need;
     for (i = 0; i < dim; i++) {
         mag[i] = (uint16_t)mf_h_mag(x[i]);
         if (mag[i] >= 0x7c00u)
@@ -28,8 +30,7 @@ uint32_t mf__prune_row(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t 
         mask[i] = 0;
     if (keep >= nz) { /* keep every nonzero */
         for (i = 0; i < dim; i++)
-            if (mag[i])
-                mask[i / 64] |= UINT64_C(1) << (63 - i % 64);
+            mask[i / 64] |= (uint64_t)(mag[i] != 0) << (63 - i % 64);
         return 0;
     }
     if (keep == 0)
@@ -44,16 +45,22 @@ uint32_t mf__prune_row(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t 
         else
             hi = mid;
     }
-    /* Everything above t is kept; ties at t go to the lowest channels. */
+    /* Everything above t is kept; ties at t go to the lowest channels:
+     * the first `need` set bits of the tie masks (bit 63 = channel 0). */
     need = keep - count_ge(mag, dim, lo + 1);
-    for (i = 0; i < dim; i++) {
-        int take = mag[i] > lo;
-        if (!take && mag[i] == lo && need > 0) {
-            take = 1;
-            need--;
+    for (w = 0; w < dim / 64; w++) {
+        const uint16_t *m = mag + 64 * w;
+        uint64_t gt = 0, eq = 0;
+        for (i = 0; i < 64; i++) {
+            gt |= (uint64_t)(m[i] > lo) << (63 - i);
+            eq |= (uint64_t)(m[i] == lo) << (63 - i);
         }
-        if (take)
-            mask[i / 64] |= UINT64_C(1) << (63 - i % 64);
+        for (; need > 0 && eq; need--) {
+            uint64_t top = UINT64_C(1) << (63 - __builtin_clzll(eq));
+            gt |= top;
+            eq ^= top;
+        }
+        mask[w] = gt;
     }
     return 0;
 }
@@ -111,18 +118,16 @@ void mf__encode_unit_tiles(const mf_desc *d, const uint16_t *block, uint32_t kee
         return;
     for (j = 0; j < d->dim; j++) {
         uint64_t bm = bitmaps[j];
-        int32_t lo = 0, hi = 0;
-        int first = 1;
+        int32_t lo = INT32_MAX, hi = INT32_MIN;
         while (bm) {
             uint32_t i = (uint32_t)__builtin_clzll(bm);
             int32_t k = h_key(unit_elem(d, block, j, i));
             bm &= ~(UINT64_C(1) << (63 - i));
-            if (first || k < lo)
-                lo = k;
-            if (first || k > hi)
-                hi = k;
-            first = 0;
+            lo = k < lo ? k : lo;
+            hi = k > hi ? k : hi;
         }
+        if (!bitmaps[j]) /* empty tile: min = max = 0 */
+            lo = hi = 0;
         mf_quant_params(mf_h2f(key_h(lo)), mf_h2f(key_h(hi)), d->bits, &scales[j], &zeros[j]);
     }
 }
@@ -144,16 +149,24 @@ void mf__encode_unit_pack(const mf_desc *d, const uint16_t *block, const uint64_
                 n++;
             }
         } else {
+            /* codes collect in a register and go out a word at a time */
             float s = mf_h2f(scales[j]), z = mf_h2f(zeros[j]);
-            uint32_t cpw = mf_codes_per_word(d->bits);
+            uint64_t acc = 0;
+            uint32_t fill = 0;
             while (bm) {
                 uint32_t i = (uint32_t)__builtin_clzll(bm);
-                uint32_t code;
                 bm &= ~(UINT64_C(1) << (63 - i));
-                code = mf_quant_code(mf_h2f(unit_elem(d, block, j, i)), s, z, d->bits);
-                w[n / cpw] |= code << ((n % cpw) * d->bits);
-                n++;
+                acc |= (uint64_t)mf_quant_code(mf_h2f(unit_elem(d, block, j, i)), s, z, d->bits)
+                       << fill;
+                fill += d->bits;
+                if (fill == 32) {
+                    w[n++] = (uint32_t)acc;
+                    acc = 0;
+                    fill = 0;
+                }
             }
+            if (fill)
+                w[n] = (uint32_t)acc;
         }
     }
 }

@@ -198,3 +198,31 @@ Test(known, nonfinite_input_is_rejected_with_its_position) {
     cr_assert(strstr(diag.msg, "[0][66][1]"), "%s", diag.msg);
     mf_ctensor_free(&c);
 }
+
+#include "../backends/cpu/cpu.h"
+#include "../core/numerics.h"
+
+Test(known, exp_vector_path_equals_scalar_mf_exp) {
+    static float x[4096], e[4096];
+    uint64_t seed = 17;
+    uint32_t i;
+    const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, -87.0f, -87.4f, -88.0f, -100.0f, -200.0f,
+                             88.0f, 88.8f, 89.0f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN,
+                             1e-30f, -1e-40f, 0.5f};
+    for (i = 0; i < 4096; i++) {
+        uint64_t r = th_next(&seed);
+        x[i] = i < sizeof special / sizeof *special
+                   ? special[i]
+                   : ((float)(r >> 40) / 16777216.0f - 0.9f) * (float)(1u << (r & 7u)) * 10.0f;
+    }
+    mf_cpu_exp_shifted(x, 0.0f, 4096, e);
+    for (i = 0; i < 4096; i++) {
+        float want = mf_exp(x[i]);
+        cr_assert(memcmp(&want, &e[i], 4) == 0 || (want != want && e[i] != e[i]),
+                  "x = %a: vector %a, scalar %a", x[i], e[i], want);
+    }
+    cr_assert_eq(mf_exp(0.0f), 1.0f);
+    cr_assert_eq(mf_exp(-200.0f), 0.0f);
+    cr_assert(isinf(mf_exp(100.0f)));
+    cr_assert(fabsf(mf_exp(1.0f) - 2.7182817f) < 1e-6f);
+}

@@ -37,60 +37,183 @@ typedef struct source {
     uint32_t tokens, dim;
 } source;
 
-/* Expands piece pc (channels or tiles 64*pc .. 64*pc+63) of chunk ch of
- * row into a 64 x 64 buffer: key buf[channel][token], value
- * buf[token][channel]. Pieces keep the working set in L1. Returns the
- * chunk's token count. A tile whose payload range leaves the payload
- * counts in *bad and reads as 0. */
-static uint32_t expand_piece(const source *s, uint32_t row, uint64_t ch, uint32_t pc, float *buf,
-                             int *bad) {
+static uint64_t chunks_of(uint32_t tokens) { return (tokens + MF_TILE - 1) / MF_TILE; }
+
+/* One piece of a chunk: 64 channels (key) or 64 channels of every token
+ * (value), as a 64 x 64 fp32 matrix (key buf[channel][token], value
+ * buf[token][channel]) or, for 2-bit tiles with SIMD, as the tiles'
+ * nibble indices and code tables, looked up inside the FMA loops (what
+ * makes "load as compressed, compute as dense" cheap on a CPU). */
+typedef struct piece {
+    int packed;
+    float *buf;      /* [64 * 64] */
+    uint64_t *idx;   /* packed: [64][4], row j = tile j of the piece */
+    float *tables;   /* [64][16] code tables */
+} piece;
+
+/* Fills piece pc (channels or tiles 64*pc .. 64*pc+63) of chunk ch of
+ * row and returns the chunk's token count. A tile whose payload range
+ * leaves the payload counts in *bad and reads as 0. */
+static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t pc, piece *pp,
+                           int *bad) {
     uint32_t dim = s->dim, c0 = pc * MF_TILE;
     uint64_t blocks = s->tokens / MF_TILE;
+    pp->packed = 0;
     if (!s->c) {
         uint64_t t0 = ch * MF_TILE;
         uint32_t n = (uint32_t)(s->tokens - t0 < MF_TILE ? s->tokens - t0 : MF_TILE);
         mf_cpu_expand_dense(s->dense + ((uint64_t)row * s->tokens + t0) * dim + c0, n, dim, s->kind,
-                            buf);
+                            pp->buf);
         return n;
     }
     if (ch == blocks) { /* the dense window */
         uint32_t wt = s->tokens % MF_TILE;
-        mf_cpu_expand_dense(s->c->window + (uint64_t)row * wt * dim + c0, wt, dim, s->kind, buf);
+        mf_cpu_expand_dense(s->c->window + (uint64_t)row * wt * dim + c0, wt, dim, s->kind, pp->buf);
         return wt;
     } else {
         const mf_ctensor *c = s->c;
         uint32_t bits = c->desc.bits, j, per = mf_cpu_table_floats(bits);
         uint64_t starts[256];
         uint64_t t0 = mf_unit_tile(c->desc.layout, c->desc.rows, blocks, dim, row, ch) + c0;
-        float tables[MF_TILE * 16];
         mf__unit_starts(c, row, ch, starts);
         if (bits)
-            mf_cpu_code_tables(bits, c->scales + t0, c->zeros + t0, MF_TILE, tables);
+            mf_cpu_code_tables(bits, c->scales + t0, c->zeros + t0, MF_TILE, pp->tables);
+        pp->packed = MF_CPU_SIMD && bits == 2;
         for (j = 0; j < MF_TILE; j++) {
             uint64_t bm = c->bitmaps[t0 + j], start = starts[c0 + j];
             uint32_t words = mf_tile_words(mf_popcount64(bm), bits);
-            float *dst = buf + (size_t)j * MF_TILE; /* key: channel j; value: token j */
             if (start > c->payload_words || words > c->payload_words - start) {
                 *bad = 1;
-                memset(dst, 0, MF_TILE * sizeof *dst);
+                bm = 0; /* reads as an empty tile */
+                start = 0;
+            }
+#if MF_CPU_SIMD
+            if (pp->packed) {
+                mf_cpu_tile_nibbles(bm, c->payload + start, c->payload_words - start,
+                                    pp->idx + 4 * j);
                 continue;
             }
-            mf_cpu_expand_tile(bits, bm, tables + (size_t)j * per, c->payload + start, words, dst);
+#endif
+            mf_cpu_expand_tile(bits, bm, pp->tables + (size_t)j * per, c->payload + start,
+                               c->payload_words - start, pp->buf + (size_t)j * MF_TILE);
         }
         return MF_TILE;
     }
 }
 
-static uint64_t chunks_of(uint32_t tokens) { return (tokens + MF_TILE - 1) / MF_TILE; }
+#if MF_CPU_SIMD
+static const int32_t nibble_shifts[8] = {0, 4, 8, 12, 16, 20, 24, 28};
 
-/* sc[h][t] += in order over the piece's channels c: fma(q[h][c], k[c][t]),
+/* 16 values of a packed tile: elements 16*qd .. 16*qd+15 of row j. */
+static void packed_values16(const piece *pp, uint32_t j, uint32_t qd, __m256 *v0, __m256 *v1) {
+    const __m256i sh = _mm256_loadu_si256((const __m256i *)nibble_shifts);
+    const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
+    uint64_t d = pp->idx[4 * j + qd];
+    *v0 = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(_mm256_set1_epi32((int)(uint32_t)d), sh));
+    *v1 = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(_mm256_set1_epi32((int)(uint32_t)(d >> 32)), sh));
+}
+
+/* Four query heads at a time, 16 lanes (a quarter of the piece) per
+ * pass, so all accumulators stay in registers: sc[h][16qd..] chains over
+ * the piece's channels j in order, fma(q[h][c0+j], k[j][t], acc). */
+static void packed_scores4(const piece *pp, const float *qf, uint32_t dim, uint32_t c0,
+                           float *sc) {
+    uint32_t qd, j, h;
+    for (qd = 0; qd < 4; qd++) {
+        __m256 a[4][2];
+        for (h = 0; h < 4; h++) {
+            a[h][0] = _mm256_loadu_ps(sc + (size_t)h * MF_TILE + 16 * qd);
+            a[h][1] = _mm256_loadu_ps(sc + (size_t)h * MF_TILE + 16 * qd + 8);
+        }
+        for (j = 0; j < MF_TILE; j++) {
+            __m256 k0, k1;
+            packed_values16(pp, j, qd, &k0, &k1);
+            for (h = 0; h < 4; h++) {
+                __m256 qv = _mm256_broadcast_ss(qf + (size_t)h * dim + c0 + j);
+                a[h][0] = _mm256_fmadd_ps(qv, k0, a[h][0]);
+                a[h][1] = _mm256_fmadd_ps(qv, k1, a[h][1]);
+            }
+        }
+        for (h = 0; h < 4; h++) {
+            _mm256_storeu_ps(sc + (size_t)h * MF_TILE + 16 * qd, a[h][0]);
+            _mm256_storeu_ps(sc + (size_t)h * MF_TILE + 16 * qd + 8, a[h][1]);
+        }
+    }
+}
+
+/* The same for one head. */
+static void packed_scores1(const piece *pp, const float *qh, uint32_t c0, float *sh) {
+    uint32_t qd, j;
+    for (qd = 0; qd < 4; qd++) {
+        __m256 a0 = _mm256_loadu_ps(sh + 16 * qd), a1 = _mm256_loadu_ps(sh + 16 * qd + 8);
+        for (j = 0; j < MF_TILE; j++) {
+            __m256 k0, k1, qv = _mm256_broadcast_ss(qh + c0 + j);
+            packed_values16(pp, j, qd, &k0, &k1);
+            a0 = _mm256_fmadd_ps(qv, k0, a0);
+            a1 = _mm256_fmadd_ps(qv, k1, a1);
+        }
+        _mm256_storeu_ps(sh + 16 * qd, a0);
+        _mm256_storeu_ps(sh + 16 * qd + 8, a1);
+    }
+}
+
+/* o[h][16qd..] = sum over tokens t < n in order of fma(e[h][t], v[t][c]),
+ * four heads at a time; o rows are `stride` floats apart. */
+static void packed_values4(const piece *pp, const float *e, uint32_t n, float *o, size_t stride) {
+    uint32_t qd, t, h;
+    for (qd = 0; qd < 4; qd++) {
+        __m256 a[4][2];
+        for (h = 0; h < 4; h++)
+            a[h][0] = a[h][1] = _mm256_setzero_ps();
+        for (t = 0; t < n; t++) {
+            __m256 v0, v1;
+            packed_values16(pp, t, qd, &v0, &v1);
+            for (h = 0; h < 4; h++) {
+                __m256 ev = _mm256_broadcast_ss(e + (size_t)h * MF_TILE + t);
+                a[h][0] = _mm256_fmadd_ps(ev, v0, a[h][0]);
+                a[h][1] = _mm256_fmadd_ps(ev, v1, a[h][1]);
+            }
+        }
+        for (h = 0; h < 4; h++) {
+            _mm256_storeu_ps(o + h * stride + 16 * qd, a[h][0]);
+            _mm256_storeu_ps(o + h * stride + 16 * qd + 8, a[h][1]);
+        }
+    }
+}
+
+static void packed_values1(const piece *pp, const float *e, uint32_t n, float *o) {
+    uint32_t qd, t;
+    for (qd = 0; qd < 4; qd++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (t = 0; t < n; t++) {
+            __m256 v0, v1, ev = _mm256_broadcast_ss(e + t);
+            packed_values16(pp, t, qd, &v0, &v1);
+            a0 = _mm256_fmadd_ps(ev, v0, a0);
+            a1 = _mm256_fmadd_ps(ev, v1, a1);
+        }
+        _mm256_storeu_ps(o + 16 * qd, a0);
+        _mm256_storeu_ps(o + 16 * qd + 8, a1);
+    }
+}
+#endif
+
+/* sc[h][t] += in order over the piece's channels: fma(q[h][c], k[c][t]),
  * continuing the chains of earlier pieces (sc starts at +0; the caller
  * applies canon after the last piece). qf is [group][dim]. */
-static void piece_scores(const float *kbuf, const float *qf, uint32_t dim, uint32_t group,
+static void piece_scores(const piece *pp, const float *qf, uint32_t dim, uint32_t group,
                          uint32_t pc, float *sc) {
-    uint32_t h, c, t;
-    for (h = 0; h < group; h++) {
-        const float *qh = qf + (size_t)h * dim + pc * MF_TILE;
+    uint32_t h = 0, c, t, c0 = pc * MF_TILE;
+#if MF_CPU_SIMD
+    if (pp->packed) {
+        for (; h + 4 <= group; h += 4)
+            packed_scores4(pp, qf + (size_t)h * dim, dim, c0, sc + (size_t)h * MF_TILE);
+        for (; h < group; h++)
+            packed_scores1(pp, qf + (size_t)h * dim, c0, sc + (size_t)h * MF_TILE);
+        return;
+    }
+#endif
+    for (; h < group; h++) {
+        const float *qh = qf + (size_t)h * dim + c0;
         float *sh = sc + (size_t)h * MF_TILE;
 #if MF_CPU_SIMD
         /* 64 chains in 8 registers; _mm256_fmadd_ps is fmaf per lane */
@@ -98,7 +221,7 @@ static void piece_scores(const float *kbuf, const float *qf, uint32_t dim, uint3
         for (t = 0; t < 8; t++)
             a[t] = _mm256_loadu_ps(sh + 8 * t);
         for (c = 0; c < MF_TILE; c++) {
-            const float *kc = kbuf + (size_t)c * MF_TILE;
+            const float *kc = pp->buf + (size_t)c * MF_TILE;
             __m256 qc = _mm256_broadcast_ss(qh + c);
             for (t = 0; t < 8; t++)
                 a[t] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kc + 8 * t), a[t]);
@@ -107,7 +230,7 @@ static void piece_scores(const float *kbuf, const float *qf, uint32_t dim, uint3
             _mm256_storeu_ps(sh + 8 * t, a[t]);
 #else
         for (c = 0; c < MF_TILE; c++) {
-            const float *kc = kbuf + (size_t)c * MF_TILE;
+            const float *kc = pp->buf + (size_t)c * MF_TILE;
             for (t = 0; t < MF_TILE; t++)
                 sh[t] = MF_FMA(qh[c], kc[t], sh[t]);
         }
@@ -117,42 +240,93 @@ static void piece_scores(const float *kbuf, const float *qf, uint32_t dim, uint3
 
 /* Scores of a whole chunk: sc[h][t] = canon(sum over c of fma(...)). */
 static uint32_t chunk_scores(const source *k, uint32_t row, uint64_t ch, const float *qf,
-                             uint32_t group, float *buf, float *sc, int *bad) {
+                             uint32_t group, piece *pp, float *sc, int *bad) {
     uint32_t pc, i, n = 0;
     for (i = 0; i < group * MF_TILE; i++)
         sc[i] = 0.0f;
     for (pc = 0; pc < k->dim / MF_TILE; pc++) {
-        n = expand_piece(k, row, ch, pc, buf, bad);
-        piece_scores(buf, qf, k->dim, group, pc, sc);
+        n = load_piece(k, row, ch, pc, pp, bad);
+        piece_scores(pp, qf, k->dim, group, pc, sc);
     }
     for (i = 0; i < group * MF_TILE; i++)
         sc[i] = mf_canon(sc[i]);
     return n;
 }
 
-/* o[c] = sum over t < n in order of fma(e[t], v[t][c]), from +0, for the
- * piece's 64 channels (vbuf is [token][64]). */
-static void piece_values(const float *vbuf, const float *e, uint32_t n, float *o) {
-    uint32_t t, c;
+/* o[h][c] = sum over t < n in order of fma(e[h][t], v[t][c]), from +0,
+ * for the piece's 64 channels; o rows are `stride` floats apart. */
+static void piece_values(const piece *pp, const float *e, uint32_t n, uint32_t group, float *o,
+                         size_t stride) {
+    uint32_t h = 0, t, c;
 #if MF_CPU_SIMD
-    __m256 a[8];
-    for (c = 0; c < 8; c++)
-        a[c] = _mm256_setzero_ps();
-    for (t = 0; t < n; t++) {
-        const float *vt = vbuf + (size_t)t * MF_TILE;
-        __m256 et = _mm256_broadcast_ss(e + t);
-        for (c = 0; c < 8; c++)
-            a[c] = _mm256_fmadd_ps(et, _mm256_loadu_ps(vt + 8 * c), a[c]);
+    if (pp->packed) {
+        for (; h + 4 <= group; h += 4)
+            packed_values4(pp, e + (size_t)h * MF_TILE, n, o + h * stride, stride);
+        for (; h < group; h++)
+            packed_values1(pp, e + (size_t)h * MF_TILE, n, o + h * stride);
+        return;
     }
-    for (c = 0; c < 8; c++)
-        _mm256_storeu_ps(o + 8 * c, a[c]);
-#else
-    for (c = 0; c < MF_TILE; c++)
-        o[c] = 0.0f;
-    for (t = 0; t < n; t++)
-        for (c = 0; c < MF_TILE; c++)
-            o[c] = MF_FMA(e[t], vbuf[(size_t)t * MF_TILE + c], o[c]);
 #endif
+    for (; h < group; h++) {
+        const float *eh = e + (size_t)h * MF_TILE;
+        float *oh = o + h * stride;
+#if MF_CPU_SIMD
+        __m256 a[8];
+        for (c = 0; c < 8; c++)
+            a[c] = _mm256_setzero_ps();
+        for (t = 0; t < n; t++) {
+            const float *vt = pp->buf + (size_t)t * MF_TILE;
+            __m256 et = _mm256_broadcast_ss(eh + t);
+            for (c = 0; c < 8; c++)
+                a[c] = _mm256_fmadd_ps(et, _mm256_loadu_ps(vt + 8 * c), a[c]);
+        }
+        for (c = 0; c < 8; c++)
+            _mm256_storeu_ps(oh + 8 * c, a[c]);
+#else
+        for (c = 0; c < MF_TILE; c++)
+            oh[c] = 0.0f;
+        for (t = 0; t < n; t++)
+            for (c = 0; c < MF_TILE; c++)
+                oh[c] = MF_FMA(eh[t], pp->buf[(size_t)t * MF_TILE + c], oh[c]);
+#endif
+    }
+}
+
+#if MF_CPU_SIMD
+/* mf_exp of 8 lanes: the same operations in the same order (numerics.h),
+ * each a single IEEE operation, so every lane equals mf_exp. */
+static __m256 exp8(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 kf = _mm256_floor_ps(
+        _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269502163e+00f)), _mm256_set1_ps(0.5f)));
+    __m256 kc = _mm256_min_ps(_mm256_max_ps(kf, _mm256_set1_ps(-126.0f)), _mm256_set1_ps(127.0f));
+    __m256 nk = _mm256_xor_ps(kc, sign);
+    __m256 r = _mm256_fmadd_ps(nk, _mm256_set1_ps(6.93359375e-01f), x);
+    __m256 p = _mm256_set1_ps(1.38888889e-03f), y;
+    r = _mm256_fmadd_ps(nk, _mm256_set1_ps(-2.12194440e-04f), r);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.33333377e-03f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.16666679e-02f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.66666672e-01f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.00000000e-01f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    y = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
+                             _mm256_add_epi32(_mm256_cvttps_epi32(kc), _mm256_set1_epi32(127)), 23)));
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(kf, _mm256_set1_ps(-126.0f), _CMP_LT_OQ));
+    y = _mm256_blendv_ps(y, _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)),
+                         _mm256_cmp_ps(kf, _mm256_set1_ps(127.0f), _CMP_GT_OQ));
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+#endif
+
+void mf_cpu_exp_shifted(const float *x, float m, uint32_t n, float *e) {
+    uint32_t t = 0;
+#if MF_CPU_SIMD
+    for (; t + 8 <= n; t += 8)
+        _mm256_storeu_ps(e + t, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + t), _mm256_set1_ps(m))));
+#endif
+    for (; t < n; t++)
+        e[t] = mf_exp(MF_SUB(x[t], m));
 }
 
 /* A softmax state per query head: [m, l, o[dim]]. */
@@ -202,13 +376,18 @@ static void tree_fold(tree *tr, float *(*slot)(void *, uint32_t), void *ctx, uin
 
 /* Per-thread scratch. */
 typedef struct scratch {
-    float *buf, *qf, *sc, *e, *stack;
+    piece pc;
+    float *qf, *sc, *e, *stack;
     size_t state;
 } scratch;
 
+/* Per-thread scratch: the piece (64x64 floats, 64 code tables of 16
+ * floats, 64x4 nibble words), q, scores, weights and the tree stack;
+ * a multiple of 16 floats so every thread's part stays 64-byte aligned. */
 static size_t scratch_floats(uint32_t dim, uint32_t group) {
-    return (size_t)MF_TILE * MF_TILE + (size_t)group * dim + 2u * (size_t)group * MF_TILE +
-           LEVELS * state_floats(dim, group);
+    size_t n = (size_t)MF_TILE * MF_TILE + 16u * MF_TILE + 8u * MF_TILE + (size_t)group * dim +
+               2u * (size_t)group * MF_TILE + LEVELS * state_floats(dim, group);
+    return (n + 15u) & ~(size_t)15u;
 }
 
 static float *stack_slot(void *ctx, uint32_t i) {
@@ -251,7 +430,7 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
         uint32_t n;
         float *st = stack_slot(w, tr.depth);
         if (jb->q) {
-            n = chunk_scores(&jb->k, row, ch, w->qf, group, w->buf, w->sc, bad);
+            n = chunk_scores(&jb->k, row, ch, w->qf, group, &w->pc, w->sc, bad);
             for (h = 0; h < group; h++) {
                 float *x = w->sc + (size_t)h * MF_TILE, *e = w->e + (size_t)h * MF_TILE;
                 float m, l = 0.0f;
@@ -260,8 +439,7 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
                 m = x[0];
                 for (t = 1; t < n; t++)
                     m = x[t] > m ? x[t] : m;
-                for (t = 0; t < n; t++)
-                    e[t] = mf_exp(MF_SUB(x[t], m));
+                mf_cpu_exp_shifted(x, m, n, e);
                 for (t = 0; t < n; t++)
                     l = MF_ADD(l, e[t]);
                 st[(size_t)h * (dim + 2u)] = m;
@@ -278,10 +456,8 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
             }
         }
         for (pc = 0; pc < dim / MF_TILE; pc++) {
-            expand_piece(&jb->v, row, ch, pc, w->buf, bad);
-            for (h = 0; h < group; h++)
-                piece_values(w->buf, w->e + (size_t)h * MF_TILE, n,
-                             st + (size_t)h * (dim + 2u) + 2 + pc * MF_TILE);
+            load_piece(&jb->v, row, ch, pc, &w->pc, bad);
+            piece_values(&w->pc, w->e, n, group, st + 2 + pc * MF_TILE, dim + 2u);
         }
         tree_push(&tr, stack_slot, w, dim, group);
     }
@@ -328,8 +504,10 @@ static mf_status run_job(const job *jb, float *out, float *ws, size_t ws_bytes) 
         tid = omp_get_thread_num();
 #endif
         base = scr + (size_t)tid * scratch_floats(dim, group);
-        w.buf = base;
-        w.qf = w.buf + MF_TILE * MF_TILE;
+        w.pc.buf = base;
+        w.pc.tables = w.pc.buf + MF_TILE * MF_TILE;
+        w.pc.idx = (uint64_t *)(w.pc.tables + 16 * MF_TILE); /* 4 words per tile: 2*16*64 floats */
+        w.qf = w.pc.tables + 16 * MF_TILE + 2 * 4 * MF_TILE;
         w.sc = w.qf + (size_t)group * dim;
         w.e = w.sc + (size_t)group * MF_TILE;
         w.stack = w.e + (size_t)group * MF_TILE;
@@ -351,7 +529,11 @@ static mf_status run_job(const job *jb, float *out, float *ws, size_t ws_bytes) 
             p.first = (uint64_t)r * segs;
             tr.depth = 0;
             for (sg = 0; sg < segs; sg++) {
-                /* slots are consecutive: the leaf is already in place */
+                /* Leaf sg becomes stack entry tr.depth (<= sg): after a
+                 * merge the stack is shorter than the leaves pushed. */
+                if (tr.depth != sg)
+                    memcpy(partial_slot(&p, tr.depth), partial_slot(&p, (uint32_t)sg),
+                           state * sizeof(float));
                 tree_push(&tr, partial_slot, &p, dim, group);
             }
             tree_fold(&tr, partial_slot, &p, dim, group);
@@ -422,13 +604,18 @@ mf_status mf_cpu_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t gro
     for (long long u = 0; u < (long long)(d->rows * nch); u++) {
         uint32_t row = (uint32_t)((uint64_t)u / nch), h, i;
         uint64_t ch = (uint64_t)u % nch;
-        float buf[MF_TILE * MF_TILE], qf[256], sc[MF_TILE];
+        float buf[MF_TILE * MF_TILE], tables[16 * MF_TILE], qf[256], sc[MF_TILE];
+        uint64_t idx[4 * MF_TILE];
+        piece pp;
         for (h = 0; h < group; h++) {
             const uint16_t *qh = q + ((size_t)row * group + h) * d->dim;
             uint32_t n;
             for (i = 0; i < d->dim; i++)
                 qf[i] = mf_h2f(qh[i]);
-            n = chunk_scores(&s, row, ch, qf, 1, buf, sc, &bad);
+            pp.buf = buf;
+            pp.tables = tables;
+            pp.idx = idx;
+            n = chunk_scores(&s, row, ch, qf, 1, &pp, sc, &bad);
             memcpy(scores + ((size_t)row * group + h) * d->tokens + ch * MF_TILE, sc,
                    n * sizeof *sc);
         }

@@ -17,4 +17,8 @@ mf_status mf_cpu_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t
                         const uint16_t *q, uint32_t group, float *out, void *ws,
                         size_t ws_bytes);
 
+/* e[t] = mf_exp(x[t] - m) for t < n, vectorized where the CPU allows;
+ * bit-identical to the scalar mf_exp (tests/test_known.c checks). */
+void mf_cpu_exp_shifted(const float *x, float m, uint32_t n, float *e);
+
 #endif

@@ -24,19 +24,31 @@ static uint64_t bit_reverse(uint64_t x) {
     return __builtin_bswap64(x);
 }
 
-/* 64 bits of the code stream starting at bit pos (stream zero-padded). */
-static uint64_t stream_at(const uint64_t *s, uint32_t pos) {
-    uint32_t o = pos & 63u;
-    uint64_t lo = s[pos >> 6] >> o;
-    return o ? lo | s[(pos >> 6) + 1] << (64u - o) : lo;
+/* A tile's code stream as bytes with at least 40 readable: the payload
+ * itself when 10 words are available (words after the tile's own, the
+ * next tiles', are harmless: pdep takes only as many code bits as a group
+ * has elements), else a zero-padded copy in pad. */
+static const uint8_t *code_stream(const uint32_t *w, uint64_t avail, uint64_t pad[5]) {
+    if (avail >= 10)
+        return (const uint8_t *)w;
+    memset(pad, 0, 5 * sizeof *pad);
+    memcpy(pad, w, (size_t)avail * 4u);
+    return (const uint8_t *)pad;
+}
+
+/* At least 57 bits of the stream from bit pos on, in the low bits. */
+static uint64_t stream_at(const uint8_t *s, uint32_t pos) {
+    uint64_t x;
+    memcpy(&x, s + (pos >> 3), sizeof x);
+    return x >> (pos & 7u);
 }
 
 static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
-                         uint32_t words, float *dst) {
-    uint64_t stream[5] = {0, 0, 0, 0, 0}; /* 64 codes of 4 bits + a padding word */
+                         uint64_t avail, float *dst) {
+    uint64_t pad[5];
+    const uint8_t *stream = code_stream(w, avail, pad);
     uint64_t rb = bit_reverse(bm);
     uint32_t n = 0, g;
-    memcpy(stream, w, (size_t)words * 4u);
     if (bits == 2) {
         /* 16 elements per group as nibbles: bit 2 = present, bits 0-1 = code;
          * table entries 0-3 are 0.0, 4+code the values. */
@@ -73,13 +85,28 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
     }
 }
 
+/* 2-bit tile as 64 nibble indices into its 8-float code table, 16 per
+ * word: bit 2 = present, bits 0-1 = code (absent: 0, a 0.0 entry). */
+void mf_cpu_tile_nibbles(uint64_t bm, const uint32_t *w, uint64_t avail, uint64_t idx[4]) {
+    uint64_t pad[5];
+    const uint8_t *stream = code_stream(w, avail, pad);
+    uint64_t rb = bit_reverse(bm);
+    uint32_t n = 0, g;
+    for (g = 0; g < 4; g++) {
+        uint64_t m = (rb >> (16u * g)) & 0xffffu;
+        uint64_t pres = _pdep_u64(m, UINT64_C(0x1111111111111111));
+        idx[g] = _pdep_u64(stream_at(stream, 2u * n), pres * 3u) | pres << 2;
+        n += (uint32_t)__builtin_popcountll(m);
+    }
+}
+
 #else
 
 static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
-                         uint32_t words, float *dst) {
+                         uint64_t avail, float *dst) {
     uint32_t n = 0, cpw = mf_codes_per_word(bits), mask = (1u << bits) - 1u;
     const float *lut = table + mf_cpu_table_floats(bits) - (1u << bits);
-    (void)words;
+    (void)avail;
     memset(dst, 0, MF_TILE * sizeof *dst);
     while (bm) {
         uint32_t i = (uint32_t)__builtin_clzll(bm);
@@ -92,7 +119,7 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
 #endif
 
 void mf_cpu_expand_tile(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
-                        uint32_t words, float *dst) {
+                        uint64_t avail, float *dst) {
     if (bits == 0) {
         uint32_t n = 0;
         memset(dst, 0, MF_TILE * sizeof *dst);
@@ -103,7 +130,7 @@ void mf_cpu_expand_tile(uint32_t bits, uint64_t bm, const float *table, const ui
             n++;
         }
     } else {
-        expand_codes(bits, bm, table, w, words, dst);
+        expand_codes(bits, bm, table, w, avail, dst);
     }
 }
 

@@ -25,10 +25,18 @@ void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *z
                         float *tables);
 
 /* One tile to 64 floats in element order. table: its code table (bits
- * 2 or 4; unused for bits 0). w points at the tile's `words` payload words
- * (already bounds-checked); nothing beyond them is read. */
+ * 2 or 4; unused for bits 0). w points at the tile's payload; avail words
+ * from w on are readable (at least the tile's own, already checked), and
+ * nothing beyond them is read. */
 void mf_cpu_expand_tile(uint32_t bits, uint64_t bitmap, const float *table, const uint32_t *w,
-                        uint32_t words, float *dst);
+                        uint64_t avail, float *dst);
+
+#if MF_CPU_SIMD
+/* A 2-bit tile as 64 nibble indices into its code table, 16 per word:
+ * nibble i of idx[i/16] is 4 + code for a stored element, 0 otherwise.
+ * Reads like mf_cpu_expand_tile. */
+void mf_cpu_tile_nibbles(uint64_t bitmap, const uint32_t *w, uint64_t avail, uint64_t idx[4]);
+#endif
 
 /* 64 channels of n <= 64 dense fp16 token rows p[t*stride + c] into buf:
  * key layout buf[c*64 + t] (tokens n..63 read as 0), value layout
