@@ -7,49 +7,67 @@
 #include "internal.h"
 #include "tile.h"
 
-/* Number of magnitudes >= t (n <= 256). The 16-bit count lets compilers
- * vectorize 16 lanes wide. */
-static uint32_t count_ge(const uint16_t *mag, uint32_t n, uint32_t t) {
-    uint32_t i;
-    uint16_t c = 0, tt = (uint16_t)t;
+/* Number of magnitudes >= t. Kept out of line: inlined into the
+ * interleaved search below, GCC 12 no longer vectorizes it. */
+static MF_NOINLINE uint32_t count_ge(const uint16_t *mag, uint32_t n, uint32_t t) {
+    uint32_t i, c = 0;
     for (i = 0; i < n; i++)
-        c = (uint16_t)(c + (mag[i] >= tt));
+        c += mag[i] >= t;
     return c;
 }
 
-uint32_t mf__prune_row(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t *mask) {
+/* Pruning state of one row: magnitudes, the threshold search range. */
+typedef struct prune_state {
     uint16_t mag[256];
-    uint32_t i, w, nz = 0, lo, hi, need;
-    for (i = 0; i < dim; i++) {
-        mag[i] = (uint16_t)mf_h_mag(x[i]);
-        if (mag[i] >= 0x7c00u)
-            return i + 1;
-        nz += mag[i] != 0;
+    uint32_t lo, hi, nz;
+} prune_state;
+
+/* Magnitudes of row x; returns 0 or the channel + 1 of a non-finite. */
+static uint32_t prune_begin(const uint16_t *x, uint32_t dim, prune_state *p) {
+    uint32_t i, nonfinite = 0;
+    p->nz = 0;
+    for (i = 0; i < dim; i++) { /* branch-free: vectorizes */
+        p->mag[i] = (uint16_t)mf_h_mag(x[i]);
+        nonfinite |= p->mag[i] >= 0x7c00u;
+        p->nz += p->mag[i] != 0;
     }
-    for (i = 0; i < dim / 64; i++)
-        mask[i] = 0;
-    if (keep >= nz) { /* keep every nonzero */
+    if (nonfinite)
         for (i = 0; i < dim; i++)
-            mask[i / 64] |= (uint64_t)(mag[i] != 0) << (63 - i % 64);
-        return 0;
+            if (p->mag[i] >= 0x7c00u)
+                return i + 1;
+    p->lo = 1;
+    p->hi = 0x7c00u;
+    return 0;
+}
+
+/* One bisection step towards the largest t with at least keep
+ * magnitudes >= t (lo satisfies it, hi does not). */
+static void prune_step(prune_state *p, uint32_t dim, uint32_t keep) {
+    uint32_t mid = (p->lo + p->hi) / 2;
+    if (p->hi - p->lo <= 1)
+        return;
+    if (count_ge(p->mag, dim, mid) >= keep)
+        p->lo = mid;
+    else
+        p->hi = mid;
+}
+
+/* The keep mask once the search is done: everything above t = lo, then
+ * ties at t in ascending channel order (bit 63 of word 0 = channel 0). */
+static void prune_end(const prune_state *p, uint32_t dim, uint32_t keep, uint64_t *mask) {
+    uint32_t i, w, need, lo = p->lo;
+    if (keep >= p->nz || keep == 0) { /* every nonzero, or nothing */
+        for (w = 0; w < dim / 64; w++) {
+            uint64_t m = 0;
+            for (i = 0; i < 64; i++)
+                m |= (uint64_t)(keep && p->mag[64 * w + i] != 0) << (63 - i);
+            mask[w] = m;
+        }
+        return;
     }
-    if (keep == 0)
-        return 0;
-    /* Largest threshold t with at least `keep` magnitudes >= t. */
-    lo = 1;
-    hi = 0x7c00u;
-    while (hi - lo > 1) {
-        uint32_t mid = (lo + hi) / 2;
-        if (count_ge(mag, dim, mid) >= keep)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    /* Everything above t is kept; ties at t go to the lowest channels:
-     * the first `need` set bits of the tie masks (bit 63 = channel 0). */
-    need = keep - count_ge(mag, dim, lo + 1);
+    need = keep - count_ge(p->mag, dim, lo + 1);
     for (w = 0; w < dim / 64; w++) {
-        const uint16_t *m = mag + 64 * w;
+        const uint16_t *m = p->mag + 64 * w;
         uint64_t gt = 0, eq = 0;
         for (i = 0; i < 64; i++) {
             gt |= (uint64_t)(m[i] > lo) << (63 - i);
@@ -62,6 +80,44 @@ uint32_t mf__prune_row(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t 
         }
         mask[w] = gt;
     }
+}
+
+/* 15 steps narrow [1, 0x7c00) to one value. */
+#define PRUNE_STEPS 15
+
+uint32_t mf__prune_row(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t *mask) {
+    prune_state p;
+    uint32_t r = prune_begin(x, dim, &p), k;
+    if (r)
+        return r;
+    if (keep < p.nz && keep > 0)
+        for (k = 0; k < PRUNE_STEPS; k++)
+            prune_step(&p, dim, keep);
+    prune_end(&p, dim, keep, mask);
+    return 0;
+}
+
+/* Prunes 4 rows with their searches interleaved: each step's counts are
+ * independent, so they overlap instead of waiting on each other. Returns
+ * 0 or (row * dim + channel + 1) of the first non-finite element. */
+static uint32_t prune_rows4(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t m[4][4]) {
+    prune_state p[4];
+    uint32_t r, k;
+    for (r = 0; r < 4; r++) {
+        uint32_t bad = prune_begin(x + (size_t)r * dim, dim, &p[r]);
+        if (bad)
+            return r * dim + bad;
+        if (keep >= p[r].nz || keep == 0)
+            p[r].hi = p[r].lo; /* no search */
+    }
+    for (k = 0; k < PRUNE_STEPS; k++) { /* written out: keeps each count vectorized */
+        prune_step(&p[0], dim, keep);
+        prune_step(&p[1], dim, keep);
+        prune_step(&p[2], dim, keep);
+        prune_step(&p[3], dim, keep);
+    }
+    for (r = 0; r < 4; r++)
+        prune_end(&p[r], dim, keep, m[r]);
     return 0;
 }
 
@@ -96,15 +152,16 @@ void mf__encode_unit_tiles(const mf_desc *d, const uint16_t *block, uint32_t kee
     uint64_t masks[4][64]; /* [channel block][token] */
     uint32_t t, cb, j, nb = d->dim / 64;
     *bad = -1;
-    for (t = 0; t < MF_TILE; t++) {
-        uint64_t m[4];
-        uint32_t r = mf__prune_row(block + (size_t)t * d->dim, d->dim, keep, m);
+    for (t = 0; t < MF_TILE; t += 4) {
+        uint64_t m[4][4];
+        uint32_t r = prune_rows4(block + (size_t)t * d->dim, d->dim, keep, m), i;
         if (r) {
             *bad = (long)(t * d->dim + r - 1);
             return;
         }
-        for (cb = 0; cb < nb; cb++)
-            masks[cb][t] = m[cb];
+        for (i = 0; i < 4; i++)
+            for (cb = 0; cb < nb; cb++)
+                masks[cb][t + i] = m[i][cb];
     }
     for (cb = 0; cb < nb; cb++) {
         if (d->kind == MF_KEY) {
@@ -114,7 +171,7 @@ void mf__encode_unit_tiles(const mf_desc *d, const uint16_t *block, uint32_t kee
             memcpy(bitmaps + cb * 64, masks[cb], sizeof masks[cb]);
         }
     }
-    if (d->bits == 0)
+    if (d->bits == 0 || !scales)
         return;
     for (j = 0; j < d->dim; j++) {
         uint64_t bm = bitmaps[j];

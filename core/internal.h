@@ -12,8 +12,10 @@
 
 #if defined(__GNUC__)
 #define MF_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define MF_NOINLINE __attribute__((noinline))
 #else
 #define MF_PRINTF(a, b)
+#define MF_NOINLINE
 #endif
 
 /* Writes a one-line message into diag (if any) and returns status. */
@@ -41,7 +43,8 @@ mf_status mf__check_structure(const mf_ctensor *c, mf_diag *diag);
 
 /* Tile decoding and encoding units (core/encode.c, core/decode.c). */
 /* Prunes and tiles the 64 x dim block (row-major, token stride dim):
- * writes the dim bitmaps of the unit and, if quantized, scales and zeros.
+ * writes the dim bitmaps of the unit and, if quantized and scales is not
+ * NULL, scales and zeros.
  * Returns the index of a non-finite element in *bad (or -1). */
 void mf__encode_unit_tiles(const mf_desc *d, const uint16_t *block, uint32_t keep,
                            uint64_t *bitmaps, uint16_t *scales, uint16_t *zeros, long *bad);

@@ -15,6 +15,13 @@
 
 #ifdef __CUDACC__
 #define MF_HD __host__ __device__ static inline
+#else
+#define MF_HD static inline
+#endif
+
+/* nvcc's device pass: intrinsics, so -fmad and fast-math cannot change a
+ * rounding. Host passes (gcc, and nvcc's host side): plain C. */
+#ifdef __CUDA_ARCH__
 #define MF_MUL(a, b) __fmul_rn((a), (b))
 #define MF_ADD(a, b) __fadd_rn((a), (b))
 #define MF_SUB(a, b) __fsub_rn((a), (b))
@@ -22,7 +29,6 @@
 #define MF_FMA(a, b, c) __fmaf_rn((a), (b), (c))
 #else
 #include <math.h>
-#define MF_HD static inline
 #define MF_MUL(a, b) ((a) * (b))
 #define MF_ADD(a, b) ((a) + (b))
 #define MF_SUB(a, b) ((a) - (b))
@@ -128,14 +134,28 @@ MF_HD float mf_score_scale(uint32_t dim) {
 }
 
 /* ---- quantization (bits = 2 or 4) ---------------------------------- */
-MF_HD uint32_t mf_codes_per_word(uint32_t bits) { return 32u / bits; }
+/* bits is 2 or 4 (no division: this runs once per tile). */
+MF_HD uint32_t mf_codes_per_word(uint32_t bits) { return bits == 2u ? 16u : 8u; }
 
 /* Payload words of one tile holding nnz nonzeros. bits 0 (fp16): nonzeros
  * padded to a multiple of 8 halves, as Mustafar's 128-bit loads need. */
 MF_HD uint32_t mf_tile_words(uint32_t nnz, uint32_t bits) {
     if (bits == 0)
         return ((nnz + 7u) & ~7u) >> 1;
-    return (nnz + mf_codes_per_word(bits) - 1u) / mf_codes_per_word(bits);
+    return (nnz * bits + 31u) >> 5; /* ceil(nnz / (32 / bits)) */
+}
+
+/* The fp16 value a code stands for: (code - z) * s, rounded to fp16. */
+MF_HD uint16_t mf_dequant(uint32_t code, float s, float z) {
+    return mf_f2h(MF_MUL(MF_SUB((float)code, z), s));
+}
+
+/* Which end code of (s, z) decodes to +-inf: 1 the lowest (z too large),
+ * -1 the highest (z too small), 0 neither; the codes between lie between. */
+MF_HD int mf_quant_overflow(float s, float z, uint32_t bits) {
+    if (!mf_h_finite(mf_dequant(0, s, z)))
+        return 1;
+    return mf_h_finite(mf_dequant((1u << bits) - 1u, s, z)) ? 0 : -1;
 }
 
 /* Per-tile scale and zero point from the min and max of its nonzeros
@@ -145,14 +165,30 @@ MF_HD void mf_quant_params(float mn, float mx, uint32_t bits, uint16_t *scale,
     float levels = (float)((1u << bits) - 1u);
     uint16_t sh = mf_f2h(MF_DIV(MF_SUB(mx, mn), levels));
     float s, z;
+    int over;
     if (!(mf_h2f(sh) > 0.0f)) /* zero range, or it underflows fp16 */
         sh = 0x3c00u;         /* 1.0 */
+    /* A subnormal scale moves in steps of 2^-24: rounded down, L steps can
+     * fall well short of the range, clamping its ends by over a step. */
+    else if (sh < 0x0400u && MF_MUL(mf_h2f(sh), levels) < MF_SUB(mx, mn))
+        sh++;
     s = mf_h2f(sh);
     z = floorf(MF_ADD(MF_DIV(-mn, s), 0.5f));
     if (z > 65504.0f)
         z = 65504.0f;
     if (z < -65504.0f)
         z = -65504.0f;
+    /* Every code must decode finite (the validator checks both ends). The
+     * rounding of z can push an end code just past 65504: move z one code
+     * inward. Where that is not enough (a range near -65504..65504, or a
+     * z that fp16 cannot move by one), take the widest finite grid. */
+    if ((over = mf_quant_overflow(s, mf_h2f(mf_f2h(z)), bits)) != 0) {
+        z = MF_SUB(z, (float)over);
+        if (mf_quant_overflow(s, mf_h2f(mf_f2h(z)), bits)) {
+            z = floorf(MF_MUL(levels, 0.5f));
+            sh = mf_f2h(MF_DIV(65504.0f, MF_SUB(levels, z)));
+        }
+    }
     *scale = sh;
     *zero = mf_f2h(z);
 }
@@ -166,11 +202,6 @@ MF_HD uint32_t mf_quant_code(float x, float s, float z, uint32_t bits) {
     if (q > hi)
         q = hi;
     return (uint32_t)q;
-}
-
-/* The fp16 value a code stands for: (code - z) * s, rounded to fp16. */
-MF_HD uint16_t mf_dequant(uint32_t code, float s, float z) {
-    return mf_f2h(MF_MUL(MF_SUB((float)code, z), s));
 }
 
 /* ---- softmax state merge ------------------------------------------- */

@@ -46,7 +46,7 @@ static mf_status parse_header(const char *h, const char *end, mf_array *a, mf_di
         ;
     else
         return mf__fail(diag, MF_ERR_HEADER, ".npy fortran_order must be False (C order)");
-    if (!(p = find_key(h, end, "shape")) || *p != '(')
+    if (!(p = find_key(h, end, "shape")) || p == end || *p != '(')
         return mf__fail(diag, MF_ERR_HEADER, ".npy header has no 'shape' tuple");
     p = skip_ws(p + 1, end);
     a->ndim = 0;

@@ -14,6 +14,13 @@ cmake --build build -j"$JOBS"
 echo "== tests"
 ./build/mustafar-tests -j"$JOBS"
 
+echo "== portable build (no AVX2: the scalar paths) and tests"
+# tests/test_golden.c pins encoder bytes and attention bits: both builds
+# must produce the same, so the SIMD and scalar paths agree bit for bit.
+cmake -S . -B build-portable -DCMAKE_BUILD_TYPE=Release -DMF_NATIVE=OFF -DMF_CUDA=OFF >/dev/null
+cmake --build build-portable -j"$JOBS"
+./build-portable/mustafar-tests -j"$JOBS"
+
 echo "== tests under valgrind memcheck"
 rm -rf build/valgrind && mkdir -p build/valgrind
 # Criterion runs each test in a child process: trace children, one log each.

@@ -333,7 +333,8 @@ void mf_cpu_exp_shifted(const float *x, float m, uint32_t n, float *e) {
 static size_t state_floats(uint32_t dim, uint32_t group) { return (size_t)group * (dim + 2u); }
 
 /* a <- merge(a, b): a is the left (earlier) subtree. */
-static void merge_states(float *a, const float *b, uint32_t dim, uint32_t group) {
+static void merge_states(float *restrict a, const float *restrict b, uint32_t dim,
+                         uint32_t group) {
     uint32_t h, c;
     for (h = 0; h < group; h++) {
         float *x = a + (size_t)h * (dim + 2u);

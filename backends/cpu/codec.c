@@ -8,6 +8,8 @@
 #include "../../core/internal.h"
 #include "../../core/tile.h"
 #include "cpu.h"
+#include "expand.h"
+#include "quantize.h"
 
 static void unit_coords(const mf_desc *d, uint64_t blocks, uint64_t u, uint32_t *row,
                         uint64_t *block) {
@@ -52,10 +54,20 @@ mf_status mf_cpu_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
         uint32_t row;
         uint64_t block, t0 = (uint64_t)ui * d->dim;
         long bad;
+        const uint16_t *in;
         unit_coords(d, s.blocks, (uint64_t)ui, &row, &block);
-        mf__encode_unit_tiles(d, unit_input(d, dense, row, block), keep, out->bitmaps + t0,
-                              d->bits ? out->scales + t0 : NULL, d->bits ? out->zeros + t0 : NULL,
-                              &bad);
+        in = unit_input(d, dense, row, block);
+        /* With SIMD the quantization parameters come from quantize.c. */
+        mf__encode_unit_tiles(d, in, keep, out->bitmaps + t0,
+                              d->bits && !MF_CPU_SIMD ? out->scales + t0 : NULL,
+                              d->bits && !MF_CPU_SIMD ? out->zeros + t0 : NULL, &bad);
+#if MF_CPU_SIMD
+        if (d->bits && bad < 0) {
+            uint16_t e[256 * MF_TILE];
+            mf_cpu_unit_elements(d, in, e);
+            mf_cpu_unit_params(d, e, out->bitmaps + t0, out->scales + t0, out->zeros + t0);
+        }
+#endif
         if (bad >= 0) {
 #pragma omp critical(mf_encode_bad)
             if (bad_unit < 0 || ui < bad_unit) {
@@ -98,6 +110,15 @@ mf_status mf_cpu_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
         uint64_t block, t0 = (uint64_t)ui * d->dim, starts[256];
         unit_coords(d, s.blocks, (uint64_t)ui, &row, &block);
         mf__unit_starts(out, row, block, starts);
+#if MF_CPU_SIMD
+        if (d->bits) {
+            uint16_t e[256 * MF_TILE];
+            mf_cpu_unit_elements(d, unit_input(d, dense, row, block), e);
+            mf_cpu_unit_pack(d, e, out->bitmaps + t0, out->scales + t0, out->zeros + t0, starts,
+                             out->payload);
+            continue;
+        }
+#endif
         mf__encode_unit_pack(d, unit_input(d, dense, row, block), out->bitmaps + t0,
                              d->bits ? out->scales + t0 : NULL, d->bits ? out->zeros + t0 : NULL,
                              starts, out->payload);

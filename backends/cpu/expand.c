@@ -16,14 +16,6 @@
 
 #if MF_CPU_SIMD
 
-/* Bit i of the result is bit 63-i of x: element i of a tile at bit i. */
-static uint64_t bit_reverse(uint64_t x) {
-    x = ((x >> 1) & UINT64_C(0x5555555555555555)) | ((x & UINT64_C(0x5555555555555555)) << 1);
-    x = ((x >> 2) & UINT64_C(0x3333333333333333)) | ((x & UINT64_C(0x3333333333333333)) << 2);
-    x = ((x >> 4) & UINT64_C(0x0f0f0f0f0f0f0f0f)) | ((x & UINT64_C(0x0f0f0f0f0f0f0f0f)) << 4);
-    return __builtin_bswap64(x);
-}
-
 /* A tile's code stream as bytes with at least 40 readable: the payload
  * itself when 10 words are available (words after the tile's own, the
  * next tiles', are harmless: pdep takes only as many code bits as a group
@@ -47,7 +39,7 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
                          uint64_t avail, float *dst) {
     uint64_t pad[5];
     const uint8_t *stream = code_stream(w, avail, pad);
-    uint64_t rb = bit_reverse(bm);
+    uint64_t rb = mf_cpu_bit_reverse(bm);
     uint32_t n = 0, g;
     if (bits == 2) {
         /* 16 elements per group as nibbles: bit 2 = present, bits 0-1 = code;
@@ -90,7 +82,7 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
 void mf_cpu_tile_nibbles(uint64_t bm, const uint32_t *w, uint64_t avail, uint64_t idx[4]) {
     uint64_t pad[5];
     const uint8_t *stream = code_stream(w, avail, pad);
-    uint64_t rb = bit_reverse(bm);
+    uint64_t rb = mf_cpu_bit_reverse(bm);
     uint32_t n = 0, g;
     for (g = 0; g < 4; g++) {
         uint64_t m = (rb >> (16u * g)) & 0xffffu;

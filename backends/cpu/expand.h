@@ -32,6 +32,14 @@ void mf_cpu_expand_tile(uint32_t bits, uint64_t bitmap, const float *table, cons
                         uint64_t avail, float *dst);
 
 #if MF_CPU_SIMD
+/* Bit i of the result is bit 63-i of x: element i of a tile at bit i. */
+static inline uint64_t mf_cpu_bit_reverse(uint64_t x) {
+    x = ((x >> 1) & UINT64_C(0x5555555555555555)) | ((x & UINT64_C(0x5555555555555555)) << 1);
+    x = ((x >> 2) & UINT64_C(0x3333333333333333)) | ((x & UINT64_C(0x3333333333333333)) << 2);
+    x = ((x >> 4) & UINT64_C(0x0f0f0f0f0f0f0f0f)) | ((x & UINT64_C(0x0f0f0f0f0f0f0f0f)) << 4);
+    return __builtin_bswap64(x);
+}
+
 /* A 2-bit tile as 64 nibble indices into its code table, 16 per word:
  * nibble i of idx[i/16] is 4 + code for a stored element, 0 otherwise.
  * Reads like mf_cpu_expand_tile. */

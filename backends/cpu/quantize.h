@@ -1,0 +1,19 @@
+/* quantize.h - AVX2 quantization and packing of encoder units (see
+ * quantize.c); only built where expand.h's MF_CPU_SIMD is 1. */
+#ifndef MF_CPU_QUANTIZE_H
+#define MF_CPU_QUANTIZE_H
+
+#include "mustafar.h"
+
+/* The unit's tiles as rows of 64 halves in element order: e[j*64 + i]
+ * (e holds dim * 64). block is the row-major 64 x dim input. */
+void mf_cpu_unit_elements(const mf_desc *d, const uint16_t *block, uint16_t *e);
+/* Scale and zero of every tile of the unit (as mf_quant_params). */
+void mf_cpu_unit_params(const mf_desc *d, const uint16_t *e, const uint64_t *bitmaps,
+                        uint16_t *scales, uint16_t *zeros);
+/* Codes of every tile at its start word (as mf__encode_unit_pack). */
+void mf_cpu_unit_pack(const mf_desc *d, const uint16_t *e, const uint64_t *bitmaps,
+                      const uint16_t *scales, const uint16_t *zeros, const uint64_t *starts,
+                      uint32_t *payload);
+
+#endif
