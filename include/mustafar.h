@@ -163,7 +163,10 @@ mf_status mf_value_combine(mf_backend backend, const mf_ctensor *v, const float 
                            uint32_t group, float *out);
 
 /* Single-token decode attention: softmax(q.K^T / sqrt(dim)) . V over the
- * compressed history and the dense window. out [rows*group, dim] fp32. */
+ * compressed history and the dense window. out [rows*group, dim] fp32.
+ * The workspace query (CPU) sizes per-thread scratch for the current
+ * OpenMP thread count; a workspace sized for fewer threads still works,
+ * on fewer threads, with identical results. */
 mf_status mf_attend_workspace(mf_backend backend, const mf_desc *k, uint32_t group,
                               size_t *bytes);
 mf_status mf_attend(mf_backend backend, const mf_ctensor *k, const mf_ctensor *v,

@@ -14,6 +14,9 @@ cmake --build build -j"$JOBS"
 echo "== tests"
 ./build/mustafar-tests -j"$JOBS"
 
+echo "== differential harness, CPU-only part (GPU rows: skipped: no GPU)"
+./build/tools/mustafar-diff --cases 300 --seed 1 --jobs "$JOBS"
+
 echo "== portable build (no AVX2: the scalar paths) and tests"
 # tests/test_golden.c pins encoder bytes and attention bits: both builds
 # must produce the same, so the SIMD and scalar paths agree bit for bit.

@@ -493,8 +493,15 @@ static mf_status run_job(const job *jb, float *out, float *ws, size_t ws_bytes) 
     size_t state = state_floats(dim, group);
     int threads = max_threads(), bad = 0;
     float *part = ws, *scr = ws + (size_t)jb->rows * segs * state;
-    if (ws_bytes < job_floats(jb->rows, jb->tokens, dim, group, threads) * sizeof(float))
+    size_t fit;
+    if (ws_bytes < job_floats(jb->rows, jb->tokens, dim, group, 1) * sizeof(float))
         return MF_ERR_BUFFER_SMALL;
+    /* A workspace sized for fewer threads than now allowed (the thread
+     * count changed after the query) runs on as many as it has room for:
+     * the result does not depend on it. */
+    fit = (ws_bytes / sizeof(float) - (size_t)jb->rows * segs * state) / scratch_floats(dim, group);
+    if ((size_t)threads > fit)
+        threads = (int)fit;
 
 #pragma omp parallel num_threads(threads) reduction(| : bad)
     {

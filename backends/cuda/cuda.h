@@ -2,8 +2,10 @@
  *
  * With the CUDA backend every array of an mf_ctensor, and q, out, p,
  * scores, dense and the workspace, are device pointers; the mf_ctensor
- * struct itself lives on the host. The backend validates compressed
- * inputs on the device. Builds without nvcc link cuda/none.c instead,
+ * struct itself lives on the host. mf_cuda_decode validates on the device
+ * (core/validate.c's checks and statuses); compute operations check the
+ * structure on the host and each tile's payload range on the device, as
+ * backends/dispatch.c documents. Builds without nvcc link cuda/none.c instead,
  * whose functions report MF_ERR_NO_DEVICE. */
 #ifndef MF_CUDA_H
 #define MF_CUDA_H
