@@ -287,7 +287,7 @@ static int cmd_encode(int argc, char **argv) {
     mf_ctensor_free(&k);
     mf_ctensor_free(&v);
     if (st != MF_OK)
-        return fail_st(o.out, st, &diag);
+        return fail_st("write", st, &diag); /* diag names the path */
     return 0;
 }
 
@@ -310,7 +310,7 @@ static int save_f16(const char *path, const uint16_t *data, const mf_desc *d) {
     a.count = (uint64_t)d->rows * d->tokens * d->dim;
     a.data = (void *)data;
     st = mf_npy_save(path, &a, &diag);
-    return st == MF_OK ? 0 : fail_st(path, st, &diag);
+    return st == MF_OK ? 0 : fail_st("write", st, &diag); /* diag names the path */
 }
 
 static int cmd_decode(int argc, char **argv) {
@@ -335,8 +335,23 @@ static int cmd_decode(int argc, char **argv) {
     else if ((st = mf_decode(MF_BACKEND_CPU, &k, kd, &diag)) != MF_OK ||
              (st = mf_decode(MF_BACKEND_CPU, &v, vd, &diag)) != MF_OK)
         rc = fail_st(o.pos[0], st, &diag);
-    else if (!(rc = save_f16(o.pos[1], kd, &k.desc)))
-        rc = save_f16(o.pos[2], vd, &v.desc);
+    else {
+        /* Both files or neither: K goes to a side name until V is written. */
+        size_t len = strlen(o.pos[1]);
+        char *side = (char *)malloc(len + 9);
+        if (!side) {
+            rc = fail("%s: out of memory%s", o.pos[0], "");
+        } else {
+            memcpy(side, o.pos[1], len);
+            memcpy(side + len, ".partial", 9);
+            if (!(rc = save_f16(side, kd, &k.desc)) && !(rc = save_f16(o.pos[2], vd, &v.desc)) &&
+                rename(side, o.pos[1]) != 0)
+                rc = fail("%s: cannot rename into place%s", o.pos[1], "");
+            if (rc)
+                remove(side);
+            free(side);
+        }
+    }
     free(kd);
     free(vd);
     mf_ctensor_free(&k);
@@ -438,7 +453,7 @@ static int cmd_attend(int argc, char **argv) {
                                (float *)out.data, &secs)) != MF_OK)
         rc = fail_st("attend", st, NULL);
     if (!rc && (st = mf_npy_save(o.out, &out, &diag)) != MF_OK)
-        rc = fail_st(o.out, st, &diag);
+        rc = fail_st("write", st, &diag);
     mf_array_free(&out);
     mf_array_free(&qa);
     mf_ctensor_free(&k);

@@ -162,6 +162,16 @@ Test(cli, corrupt_cache_names_the_field_and_writes_nothing) {
     one_line_error("magic");
 }
 
+Test(cli, decode_writes_both_outputs_or_neither) {
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
+    cr_assert_eq(cli("decode c.mfkv kd.npy nodir/vd.npy"), 1);
+    one_line_error("nodir/vd.npy");
+    cr_assert(strstr(out, "nodir/vd.npy: nodir/vd.npy") == NULL, "path doubled: %s", out);
+    cr_assert(!exists("kd.npy") && !exists("kd.npy.partial"));
+    cr_assert_eq(cli("encode k.npy v.npy -o nodir/c.mfkv"), 1);
+    one_line_error("nodir/c.mfkv");
+}
+
 Test(cli, cuda_absent_is_a_clear_error) {
     if (mf_backend_available(MF_BACKEND_CUDA))
         cr_skip_test("a CUDA device is present");
