@@ -43,32 +43,27 @@ mf_status mf_buffer_free(mf_backend backend, void *ptr) {
     return MF_OK;
 }
 
-mf_status mf_buffer_upload(mf_backend backend, void *dst, const void *src_host, size_t bytes) {
+/* One copy between the host and the backend, either way. */
+static mf_status copy(mf_backend backend, void *dst, const void *src, size_t bytes, int upload) {
     mf_status st;
-    if (bytes && (!dst || !src_host))
+    if (bytes && (!dst || !src))
         return MF_ERR_NULL;
     if ((st = check_backend(backend)) != MF_OK)
         return st;
     if (!bytes)
         return MF_OK;
     if (backend == MF_BACKEND_CUDA)
-        return mf_cuda_upload(dst, src_host, bytes);
-    memcpy(dst, src_host, bytes);
+        return upload ? mf_cuda_upload(dst, src, bytes) : mf_cuda_download(dst, src, bytes);
+    memcpy(dst, src, bytes);
     return MF_OK;
 }
 
+mf_status mf_buffer_upload(mf_backend backend, void *dst, const void *src_host, size_t bytes) {
+    return copy(backend, dst, src_host, bytes, 1);
+}
+
 mf_status mf_buffer_download(mf_backend backend, void *dst_host, const void *src, size_t bytes) {
-    mf_status st;
-    if (bytes && (!dst_host || !src))
-        return MF_ERR_NULL;
-    if ((st = check_backend(backend)) != MF_OK)
-        return st;
-    if (!bytes)
-        return MF_OK;
-    if (backend == MF_BACKEND_CUDA)
-        return mf_cuda_download(dst_host, src, bytes);
-    memcpy(dst_host, src, bytes);
-    return MF_OK;
+    return copy(backend, dst_host, src, bytes, 0);
 }
 
 /* The arrays of a tensor with their element counts and sizes, so every

@@ -143,24 +143,11 @@ mf_status mf__cu_validate_launch(const mf_ctensor *c, void *scratch, mf_view *vi
     uint64_t units;
     unsigned long long *err = (unsigned long long *)scratch;
     uint64_t *words, *starts;
-    if (!c)
-        return mf__fail(diag, MF_ERR_NULL, "compressed tensor is NULL");
-    d = &c->desc;
-    if ((st = mf_desc_check(d, diag)) != MF_OK)
+    /* The host-side checks are core's, so the messages are the same. */
+    if ((st = mf__check_structure(c, diag)) != MF_OK)
         return st;
+    d = &c->desc;
     mf_sizes_of(d, 0, &s);
-    if (c->payload_words > UINT32_MAX)
-        return mf__fail(diag, MF_ERR_LIMIT, "payload_words %llu exceeds 2^32-1",
-                        (unsigned long long)c->payload_words);
-    if (s.tiles && (!c->bitmaps || !c->offsets))
-        return mf__fail(diag, MF_ERR_NULL, "bitmaps or offsets array is NULL");
-    if (c->payload_words && !c->payload)
-        return mf__fail(diag, MF_ERR_NULL, "payload is NULL but payload_words is %llu",
-                        (unsigned long long)c->payload_words);
-    if (s.tiles && d->bits && (!c->scales || !c->zeros))
-        return mf__fail(diag, MF_ERR_NULL, "scales or zeros array is NULL");
-    if (s.window && !c->window)
-        return mf__fail(diag, MF_ERR_NULL, "window array is NULL");
     units = s.blocks * d->rows;
     words = (uint64_t *)((char *)scratch + 256);
     starts = (uint64_t *)((char *)words + mf__cu_align(units * 8));
