@@ -108,9 +108,13 @@ static const int32_t nibble_shifts[8] = {0, 4, 8, 12, 16, 20, 24, 28};
 static void packed_values16(const piece *pp, uint32_t j, uint32_t qd, __m256 *v0, __m256 *v1) {
     const __m256i sh = _mm256_loadu_si256((const __m256i *)nibble_shifts);
     const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
-    uint64_t d = pp->idx[4 * j + qd];
-    *v0 = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(_mm256_set1_epi32((int)(uint32_t)d), sh));
-    *v1 = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(_mm256_set1_epi32((int)(uint32_t)(d >> 32)), sh));
+    /* Each 32-bit half of the nibble word broadcast straight from memory
+     * (a load, not a move out of a general register). */
+    const float *d = (const float *)(const void *)(pp->idx + 4 * j + qd);
+    __m256i lo = _mm256_castps_si256(_mm256_broadcast_ss(d));
+    __m256i hi = _mm256_castps_si256(_mm256_broadcast_ss(d + 1));
+    *v0 = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(lo, sh));
+    *v1 = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(hi, sh));
 }
 
 /* Four query heads at a time, 16 lanes (a quarter of the piece) per

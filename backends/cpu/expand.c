@@ -16,29 +16,10 @@
 
 #if MF_CPU_SIMD
 
-/* A tile's code stream as bytes with at least 40 readable: the payload
- * itself when 10 words are available (words after the tile's own, the
- * next tiles', are harmless: pdep takes only as many code bits as a group
- * has elements), else a zero-padded copy in pad. */
-static const uint8_t *code_stream(const uint32_t *w, uint64_t avail, uint64_t pad[5]) {
-    if (avail >= 10)
-        return (const uint8_t *)w;
-    memset(pad, 0, 5 * sizeof *pad);
-    memcpy(pad, w, (size_t)avail * 4u);
-    return (const uint8_t *)pad;
-}
-
-/* At least 57 bits of the stream from bit pos on, in the low bits. */
-static uint64_t stream_at(const uint8_t *s, uint32_t pos) {
-    uint64_t x;
-    memcpy(&x, s + (pos >> 3), sizeof x);
-    return x >> (pos & 7u);
-}
-
 static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
                          uint64_t avail, float *dst) {
     uint64_t pad[5];
-    const uint8_t *stream = code_stream(w, avail, pad);
+    const uint8_t *stream = mf_cpu_code_stream(w, avail, pad);
     uint64_t rb = mf_cpu_bit_reverse(bm);
     uint32_t n = 0, g;
     if (bits == 2) {
@@ -49,7 +30,7 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
         for (g = 0; g < 4; g++) {
             uint64_t m = (rb >> (16u * g)) & 0xffffu;
             uint64_t pres = _pdep_u64(m, UINT64_C(0x1111111111111111));
-            uint64_t idx = _pdep_u64(stream_at(stream, 2u * n), pres * 3u) | pres << 2;
+            uint64_t idx = _pdep_u64(mf_cpu_stream_at(stream, 2u * n), pres * 3u) | pres << 2;
             __m256i lo = _mm256_set1_epi32((int)(uint32_t)idx);
             __m256i hi = _mm256_set1_epi32((int)(uint32_t)(idx >> 32));
             n += (uint32_t)__builtin_popcountll(m);
@@ -64,7 +45,7 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
         for (g = 0; g < 8; g++) {
             uint64_t m = (rb >> (8u * g)) & 0xffu;
             uint64_t pres = _pdep_u64(m, UINT64_C(0x0101010101010101));
-            uint64_t codes = _pdep_u64(stream_at(stream, 4u * n), pres * 15u);
+            uint64_t codes = _pdep_u64(mf_cpu_stream_at(stream, 4u * n), pres * 15u);
             __m256i c = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)codes));
             __m256i p = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)(pres * 255u)));
             __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, c),
@@ -74,21 +55,6 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
             _mm256_storeu_ps(dst + 8u * g, _mm256_and_ps(v, _mm256_castsi256_ps(
                                                                 _mm256_cmpgt_epi32(p, _mm256_setzero_si256()))));
         }
-    }
-}
-
-/* 2-bit tile as 64 nibble indices into its 8-float code table, 16 per
- * word: bit 2 = present, bits 0-1 = code (absent: 0, a 0.0 entry). */
-void mf_cpu_tile_nibbles(uint64_t bm, const uint32_t *w, uint64_t avail, uint64_t idx[4]) {
-    uint64_t pad[5];
-    const uint8_t *stream = code_stream(w, avail, pad);
-    uint64_t rb = mf_cpu_bit_reverse(bm);
-    uint32_t n = 0, g;
-    for (g = 0; g < 4; g++) {
-        uint64_t m = (rb >> (16u * g)) & 0xffffu;
-        uint64_t pres = _pdep_u64(m, UINT64_C(0x1111111111111111));
-        idx[g] = _pdep_u64(stream_at(stream, 2u * n), pres * 3u) | pres << 2;
-        n += (uint32_t)__builtin_popcountll(m);
     }
 }
 

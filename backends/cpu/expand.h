@@ -7,6 +7,7 @@
 #define MF_CPU_EXPAND_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "mustafar.h"
 
@@ -32,6 +33,8 @@ void mf_cpu_expand_tile(uint32_t bits, uint64_t bitmap, const float *table, cons
                         uint64_t avail, float *dst);
 
 #if MF_CPU_SIMD
+#include <immintrin.h>
+
 /* Bit i of the result is bit 63-i of x: element i of a tile at bit i. */
 static inline uint64_t mf_cpu_bit_reverse(uint64_t x) {
     x = ((x >> 1) & UINT64_C(0x5555555555555555)) | ((x & UINT64_C(0x5555555555555555)) << 1);
@@ -40,10 +43,42 @@ static inline uint64_t mf_cpu_bit_reverse(uint64_t x) {
     return __builtin_bswap64(x);
 }
 
+/* A tile's code stream as bytes with at least 40 readable: the payload
+ * itself when 10 words are available (words after the tile's own, the
+ * next tiles', are harmless: pdep takes only as many code bits as a group
+ * has elements), else a zero-padded copy in pad. */
+static inline const uint8_t *mf_cpu_code_stream(const uint32_t *w, uint64_t avail, uint64_t pad[5]) {
+    if (avail >= 10)
+        return (const uint8_t *)w;
+    memset(pad, 0, 5 * sizeof *pad);
+    memcpy(pad, w, (size_t)avail * 4u);
+    return (const uint8_t *)pad;
+}
+
+/* At least 57 bits of the stream from bit pos on, in the low bits. */
+static inline uint64_t mf_cpu_stream_at(const uint8_t *s, uint32_t pos) {
+    uint64_t x;
+    memcpy(&x, s + (pos >> 3), sizeof x);
+    return x >> (pos & 7u);
+}
+
 /* A 2-bit tile as 64 nibble indices into its code table, 16 per word:
  * nibble i of idx[i/16] is 4 + code for a stored element, 0 otherwise.
- * Reads like mf_cpu_expand_tile. */
-void mf_cpu_tile_nibbles(uint64_t bitmap, const uint32_t *w, uint64_t avail, uint64_t idx[4]);
+ * Reads like mf_cpu_expand_tile. Inline: it runs once per tile in the
+ * attention loop. */
+static inline void mf_cpu_tile_nibbles(uint64_t bm, const uint32_t *w, uint64_t avail, uint64_t idx[4]) {
+    uint64_t pad[5];
+    const uint8_t *stream = mf_cpu_code_stream(w, avail, pad);
+    uint64_t rb = mf_cpu_bit_reverse(bm);
+    uint32_t n = 0, g;
+    for (g = 0; g < 4; g++) {
+        uint64_t m = (rb >> (16u * g)) & 0xffffu;
+        uint64_t pres = _pdep_u64(m, UINT64_C(0x1111111111111111));
+        idx[g] = _pdep_u64(mf_cpu_stream_at(stream, 2u * n), pres * 3u) | pres << 2;
+        n += (uint32_t)__builtin_popcountll(m);
+    }
+}
+
 #endif
 
 /* 64 channels of n <= 64 dense fp16 token rows p[t*stride + c] into buf:
