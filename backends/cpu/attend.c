@@ -347,8 +347,16 @@ static void merge_states(float *restrict a, const float *restrict b, uint32_t di
         mf_merge_factors(x[0], y[0], &m, &fa, &fb);
         x[0] = m;
         x[1] = mf_merge_term(x[1], fa, y[1], fb);
+#if MF_CPU_SIMD
+        /* mf_merge_term per lane: two products and a sum, each rounded */
+        for (c = 0; c < dim; c += 8)
+            _mm256_storeu_ps(x + 2 + c,
+                             _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 2 + c), _mm256_set1_ps(fa)),
+                                           _mm256_mul_ps(_mm256_loadu_ps(y + 2 + c), _mm256_set1_ps(fb))));
+#else
         for (c = 0; c < dim; c++)
             x[2 + c] = mf_merge_term(x[2 + c], fa, y[2 + c], fb);
+#endif
     }
 }
 
