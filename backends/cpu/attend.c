@@ -73,15 +73,21 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
     } else {
         const mf_ctensor *c = s->c;
         uint32_t bits = c->desc.bits, j, per = mf_cpu_table_floats(bits);
-        uint64_t starts[256];
         uint64_t t0 = mf_unit_tile(c->desc.layout, c->desc.rows, blocks, dim, row, ch) + c0;
-        mf__unit_starts(c, row, ch, starts);
+        uint64_t next = 0; /* native: the start of the next tile */
+        int native = c->desc.layout == MF_LAYOUT_NATIVE;
+        if (native) { /* the unit's offset plus the words of its tiles before c0 */
+            next = c->offsets[mf_native_group(c->desc.rows, row, ch)];
+            for (j = 0; j < c0; j++)
+                next += mf_tile_words(mf_popcount64(c->bitmaps[t0 - c0 + j]), bits);
+        }
         if (bits)
             mf_cpu_code_tables(bits, c->scales + t0, c->zeros + t0, MF_TILE, pp->tables);
         pp->packed = MF_CPU_SIMD && bits == 2;
         for (j = 0; j < MF_TILE; j++) {
-            uint64_t bm = c->bitmaps[t0 + j], start = starts[c0 + j];
+            uint64_t bm = c->bitmaps[t0 + j], start = native ? next : c->offsets[t0 + j];
             uint32_t words = mf_tile_words(mf_popcount64(bm), bits);
+            next = start + words;
             if (start > c->payload_words || words > c->payload_words - start) {
                 *bad = 1;
                 bm = 0; /* reads as an empty tile */
