@@ -84,6 +84,13 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
         if (bits)
             mf_cpu_code_tables(bits, c->scales + t0, c->zeros + t0, MF_TILE, pp->tables);
         pp->packed = MF_CPU_SIMD && bits == 2;
+#if MF_CPU_SIMD
+        uint64_t rev[MF_TILE];
+        if (pp->packed)
+            for (j = 0; j < MF_TILE; j += 4)
+                _mm256_storeu_si256((__m256i *)(rev + j), mf_cpu_bit_reverse4(_mm256_loadu_si256(
+                                                              (const __m256i *)(c->bitmaps + t0 + j))));
+#endif
         for (j = 0; j < MF_TILE; j++) {
             uint64_t bm = c->bitmaps[t0 + j], start = native ? next : c->offsets[t0 + j];
             uint32_t words = mf_tile_words(mf_popcount64(bm), bits);
@@ -95,7 +102,7 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
             }
 #if MF_CPU_SIMD
             if (pp->packed) {
-                mf_cpu_tile_nibbles(bm, c->payload + start, c->payload_words - start,
+                mf_cpu_tile_nibbles(bm ? rev[j] : 0, c->payload + start, c->payload_words - start,
                                     pp->idx + 4 * j);
                 continue;
             }

@@ -35,12 +35,25 @@ void mf_cpu_expand_tile(uint32_t bits, uint64_t bitmap, const float *table, cons
 #if MF_CPU_SIMD
 #include <immintrin.h>
 
-/* Bit i of the result is bit 63-i of x: element i of a tile at bit i. */
+/* Bit i of the result is bit 63-i of x: element i of a tile at bit i.
+ * mf_cpu_bit_reverse4 does four at once with byte lookups. */
 static inline uint64_t mf_cpu_bit_reverse(uint64_t x) {
     x = ((x >> 1) & UINT64_C(0x5555555555555555)) | ((x & UINT64_C(0x5555555555555555)) << 1);
     x = ((x >> 2) & UINT64_C(0x3333333333333333)) | ((x & UINT64_C(0x3333333333333333)) << 2);
     x = ((x >> 4) & UINT64_C(0x0f0f0f0f0f0f0f0f)) | ((x & UINT64_C(0x0f0f0f0f0f0f0f0f)) << 4);
     return __builtin_bswap64(x);
+}
+
+static inline __m256i mf_cpu_bit_reverse4(__m256i x) {
+    const __m256i rev = _mm256_setr_epi8(0x0, 0x8, 0x4, 0xc, 0x2, 0xa, 0x6, 0xe, 0x1, 0x9, 0x5, 0xd,
+                                         0x3, 0xb, 0x7, 0xf, 0x0, 0x8, 0x4, 0xc, 0x2, 0xa, 0x6, 0xe,
+                                         0x1, 0x9, 0x5, 0xd, 0x3, 0xb, 0x7, 0xf);
+    const __m256i bswap = _mm256_setr_epi8(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8, 7,
+                                           6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_shuffle_epi8(rev, _mm256_and_si256(x, low));
+    __m256i hi = _mm256_shuffle_epi8(rev, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+    return _mm256_shuffle_epi8(_mm256_or_si256(_mm256_slli_epi16(lo, 4), hi), bswap);
 }
 
 /* A tile's code stream as bytes with at least 40 readable: the payload
@@ -64,12 +77,12 @@ static inline uint64_t mf_cpu_stream_at(const uint8_t *s, uint32_t pos) {
 
 /* A 2-bit tile as 64 nibble indices into its code table, 16 per word:
  * nibble i of idx[i/16] is 4 + code for a stored element, 0 otherwise.
- * Reads like mf_cpu_expand_tile. Inline: it runs once per tile in the
- * attention loop. */
-static inline void mf_cpu_tile_nibbles(uint64_t bm, const uint32_t *w, uint64_t avail, uint64_t idx[4]) {
+ * rb is the tile's bitmap bit-reversed (element i at bit i). Reads like
+ * mf_cpu_expand_tile. Inline: it runs once per tile in the attention loop. */
+static inline void mf_cpu_tile_nibbles(uint64_t rb, const uint32_t *w, uint64_t avail,
+                                       uint64_t idx[4]) {
     uint64_t pad[5];
     const uint8_t *stream = mf_cpu_code_stream(w, avail, pad);
-    uint64_t rb = mf_cpu_bit_reverse(bm);
     uint32_t n = 0, g;
     for (g = 0; g < 4; g++) {
         uint64_t m = (rb >> (16u * g)) & 0xffffu;
