@@ -34,6 +34,13 @@ void mf_synth_layer(uint64_t seed, uint32_t rows, uint32_t tokens, uint32_t dim,
         k[i] = mf_fp16_from_float(scale[c] * normal(&s) + bias[c]);
         v[i] = mf_fp16_from_float(normal(&s));
     }
-    for (i = 0; i < (uint64_t)rows * group * dim; i++)
-        q[i] = mf_fp16_from_float(normal(&s));
+    /* Each query looks for two tokens of its KV row (attention in trained
+     * models is peaked, not uniform): q = (k[a] + k[b]) / 16 + noise. */
+    for (i = 0; i < (uint64_t)rows * group; i++) {
+        uint64_t r = i / group, a = splitmix(&s) % tokens, b = splitmix(&s) % tokens;
+        const uint16_t *ka = k + (r * tokens + a) * dim, *kb = k + (r * tokens + b) * dim;
+        for (c = 0; c < dim; c++)
+            q[i * dim + c] = mf_fp16_from_float(
+                (mf_fp16_to_float(ka[c]) + mf_fp16_to_float(kb[c])) * 0.0625f + 0.5f * normal(&s));
+    }
 }
