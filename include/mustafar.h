@@ -158,7 +158,9 @@ mf_status mf_decode(mf_backend backend, const mf_ctensor *c, uint16_t *dense, mf
 mf_status mf_key_scores(mf_backend backend, const mf_ctensor *k, const uint16_t *q,
                         uint32_t group, float *scores);
 
-/* out [rows*group, dim] fp32 = p [rows*group, tokens] fp32 . V. */
+/* out [rows*group, dim] fp32 = p [rows*group, tokens] fp32 . V. Like
+ * key scores, a building block for checking kernels rather than a hot
+ * path: it allocates its own scratch. */
 mf_status mf_value_combine(mf_backend backend, const mf_ctensor *v, const float *p,
                            uint32_t group, float *out);
 
