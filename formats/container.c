@@ -131,19 +131,11 @@ mf_status mf_container_size(const mf_ctensor *k, const mf_ctensor *v, uint64_t *
     return plan(&k->desc, k->payload_words, v->payload_words, off, len, bytes);
 }
 
-mf_status mf_container_write_mem(const mf_ctensor *k, const mf_ctensor *v, uint8_t *buf,
-                                 uint64_t buflen) {
-    uint64_t off[12], len[12], total;
-    mf_status st;
+/* Writes the container of a checked pair, laid out by plan, into buf
+ * (total bytes). */
+static void serialize(const mf_ctensor *k, const mf_ctensor *v, const uint64_t off[12],
+                      const uint64_t len[12], uint64_t total, uint8_t *buf) {
     unsigned i;
-    if (!buf)
-        return MF_ERR_NULL;
-    if ((st = check_pair(k, v, NULL)) != MF_OK)
-        return st;
-    if ((st = plan(&k->desc, k->payload_words, v->payload_words, off, len, &total)) != MF_OK)
-        return st;
-    if (buflen < total)
-        return MF_ERR_BUFFER_SMALL;
     memset(buf, 0, (size_t)total);
     memcpy(buf, magic, 8);
     buf[8] = (uint8_t)VERSION_MAJOR;
@@ -169,6 +161,21 @@ mf_status mf_container_write_mem(const mf_ctensor *k, const mf_ctensor *v, uint8
         mf__st64(e + 16, len[i]);
     }
     mf__st32(buf + 60, header_crc(buf));
+}
+
+mf_status mf_container_write_mem(const mf_ctensor *k, const mf_ctensor *v, uint8_t *buf,
+                                 uint64_t buflen) {
+    uint64_t off[12], len[12], total;
+    mf_status st;
+    if (!buf)
+        return MF_ERR_NULL;
+    if ((st = check_pair(k, v, NULL)) != MF_OK)
+        return st;
+    if ((st = plan(&k->desc, k->payload_words, v->payload_words, off, len, &total)) != MF_OK)
+        return st;
+    if (buflen < total)
+        return MF_ERR_BUFFER_SMALL;
+    serialize(k, v, off, len, total, buf);
     return MF_OK;
 }
 
@@ -291,20 +298,17 @@ mf_status mf_container_read_mem(const uint8_t *buf, uint64_t len, mf_ctensor *k,
 
 mf_status mf_container_save(const char *path, const mf_ctensor *k, const mf_ctensor *v,
                             mf_diag *diag) {
-    uint64_t bytes;
+    uint64_t off[12], len[12], total;
     uint8_t *buf;
     mf_status st;
-    if ((st = check_pair(k, v, diag)) != MF_OK)
+    if ((st = check_pair(k, v, diag)) != MF_OK) /* validates both, once */
         return st;
-    if ((st = mf_container_size(k, v, &bytes)) != MF_OK)
+    if ((st = plan(&k->desc, k->payload_words, v->payload_words, off, len, &total)) != MF_OK)
         return mf__fail(diag, st, "container size: %s", mf_strerror(st));
-    if (bytes > SIZE_MAX || !(buf = (uint8_t *)malloc((size_t)bytes)))
-        return mf__fail(diag, MF_ERR_NOMEM, "cannot allocate %llu bytes", (unsigned long long)bytes);
-    st = mf_container_write_mem(k, v, buf, bytes);
-    if (st == MF_OK)
-        st = mf__write_file(path, buf, bytes, diag);
-    else
-        mf__fail(diag, st, "serialization failed: %s", mf_strerror(st));
+    if (total > SIZE_MAX || !(buf = (uint8_t *)malloc((size_t)total)))
+        return mf__fail(diag, MF_ERR_NOMEM, "cannot allocate %llu bytes", (unsigned long long)total);
+    serialize(k, v, off, len, total, buf);
+    st = mf__write_file(path, buf, total, diag);
     free(buf);
     return st;
 }

@@ -590,19 +590,23 @@ static void set_source(source *s, const mf_ctensor *c, const uint16_t *dense, mf
     s->dim = dim;
 }
 
+static void init_job(job *jb, uint32_t rows, uint32_t tokens, uint32_t dim, uint32_t group) {
+    memset(jb, 0, sizeof *jb);
+    jb->rows = rows;
+    jb->tokens = tokens;
+    jb->dim = dim;
+    jb->group = group;
+}
+
 mf_status mf_cpu_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *kd,
                         const uint16_t *vd, uint32_t rows, uint32_t tokens, uint32_t dim,
                         const uint16_t *q, uint32_t group, float *out, void *ws,
                         size_t ws_bytes) {
     job jb;
+    init_job(&jb, rows, tokens, dim, group);
     set_source(&jb.k, k, kd, MF_KEY, tokens, dim);
     set_source(&jb.v, v, vd, MF_VALUE, tokens, dim);
     jb.q = q;
-    jb.p = NULL;
-    jb.rows = rows;
-    jb.tokens = tokens;
-    jb.dim = dim;
-    jb.group = group;
     return run_job(&jb, out, (float *)ws, ws_bytes);
 }
 
@@ -614,17 +618,16 @@ mf_status mf_cpu_value_combine(const mf_ctensor *v, const float *p, uint32_t gro
     mf_status st;
     if (!ws)
         return MF_ERR_NOMEM;
-    memset(&jb, 0, sizeof jb);
+    init_job(&jb, d->rows, d->tokens, d->dim, group);
     set_source(&jb.v, v, NULL, MF_VALUE, d->tokens, d->dim);
     jb.p = p;
-    jb.rows = d->rows;
-    jb.tokens = d->tokens;
-    jb.dim = d->dim;
-    jb.group = group;
     st = run_job(&jb, out, (float *)ws, bytes);
     free(ws);
     return st;
 }
+
+/* Heads per pass of key scores: each chunk is expanded once per batch. */
+#define SCORE_HEADS 8u
 
 mf_status mf_cpu_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t group,
                             float *scores) {
@@ -635,22 +638,24 @@ mf_status mf_cpu_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t gro
     set_source(&s, k, NULL, MF_KEY, d->tokens, d->dim);
 #pragma omp parallel for schedule(static) reduction(| : bad)
     for (long long u = 0; u < (long long)(d->rows * nch); u++) {
-        uint32_t row = (uint32_t)((uint64_t)u / nch), h, i;
+        uint32_t row = (uint32_t)((uint64_t)u / nch), h0, h, i;
         uint64_t ch = (uint64_t)u % nch;
-        float buf[MF_TILE * MF_TILE], tables[16 * MF_TILE], qf[256], sc[MF_TILE];
+        float buf[MF_TILE * MF_TILE], tables[16 * MF_TILE], qf[SCORE_HEADS * 256],
+            sc[SCORE_HEADS * MF_TILE];
         uint64_t idx[4 * MF_TILE];
         piece pp;
-        for (h = 0; h < group; h++) {
-            const uint16_t *qh = q + ((size_t)row * group + h) * d->dim;
-            uint32_t n;
-            for (i = 0; i < d->dim; i++)
-                qf[i] = mf_h2f(qh[i]);
-            pp.buf = buf;
-            pp.tables = tables;
-            pp.idx = idx;
-            n = chunk_scores(&s, row, ch, qf, 1, &pp, sc, &bad);
-            memcpy(scores + ((size_t)row * group + h) * d->tokens + ch * MF_TILE, sc,
-                   n * sizeof *sc);
+        pp.buf = buf;
+        pp.tables = tables;
+        pp.idx = idx;
+        for (h0 = 0; h0 < group; h0 += SCORE_HEADS) {
+            uint32_t nh = group - h0 < SCORE_HEADS ? group - h0 : SCORE_HEADS, n;
+            const uint16_t *qb = q + ((size_t)row * group + h0) * d->dim;
+            for (i = 0; i < nh * d->dim; i++)
+                qf[i] = mf_h2f(qb[i]);
+            n = chunk_scores(&s, row, ch, qf, nh, &pp, sc, &bad);
+            for (h = 0; h < nh; h++)
+                memcpy(scores + ((size_t)row * group + h0 + h) * d->tokens + ch * MF_TILE,
+                       sc + (size_t)h * MF_TILE, n * sizeof *sc);
         }
     }
     return bad ? MF_ERR_OFFSET_RANGE : MF_OK;

@@ -112,6 +112,8 @@ mf_status mf_cpu_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
         mf__unit_starts(out, row, block, starts);
 #if MF_CPU_SIMD
         if (d->bits) {
+            /* Rebuilt rather than kept from pass 1: keeping them all would
+             * cost a copy of the whole input. */
             uint16_t e[256 * MF_TILE];
             mf_cpu_unit_elements(d, unit_input(d, dense, row, block), e);
             mf_cpu_unit_pack(d, e, out->bitmaps + t0, out->scales + t0, out->zeros + t0, starts,
