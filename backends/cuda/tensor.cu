@@ -3,13 +3,15 @@
  *
  * "Load as compressed, compute as dense": each warp walks its own range
  * of 64-token chunks of one KV row for 8 query heads (one n8 tile). Per
- * chunk it scatters the K tiles' nonzeros into a zeroed fp16 [64][D]
- * tile in shared memory, computes S = K Q^T (M = tokens, N = heads),
- * updates an online softmax, stores P as fp16, scatters V into the same
- * tile and accumulates O^T += V^T P^T (M = channels, N = heads). Warps
- * write (m, l, O) partial states; a second kernel merges them. Not
- * bit-identical to the reference: backends/cuda/BOUND.md bounds the
- * difference. */
+ * chunk, 32 tokens at a time, it scatters the K tiles' nonzeros into a
+ * zeroed fp16 [32][D] buffer in shared memory and computes S = K Q^T
+ * (M = tokens, N = heads); it updates an online softmax, stores P as
+ * fp16, then scatters V the same way and accumulates O^T += V^T P^T
+ * (M = channels, N = heads). Each chunk's tile metadata is loaded one
+ * phase ahead. Warps write (m, l, O) partial states; a second kernel
+ * merges them. Specialized per head dim and code width. Not bit-identical
+ * to the reference: backends/cuda/BOUND.md bounds the difference;
+ * bench/GPU-NOTES.md records what each version measured. */
 #include <cuda_fp16.h>
 
 #include "common.cuh"
@@ -59,128 +61,226 @@ struct tc_args {
     uint64_t chunks;
 };
 
-/* Chunk ch of row as a dense fp16 [64][D + 8] tile (token-major for K and
- * V alike) into the zeroed buf; returns its token count. Lane l expands
- * tiles l*D/32 .. (l+1)*D/32 - 1, whose starts are a warp prefix sum. */
-template <int D>
-__device__ static uint32_t fill(const mf_view &c, uint32_t row, uint64_t ch, uint16_t *buf) {
-    const uint32_t lane = threadIdx.x % 32, per = D / 32;
-    uint64_t bms[D / 32], u, start, base;
-    uint32_t offs[D / 32];
-    uint16_t sc[D / 32], zc[D / 32];
-    uint32_t w0[D / 32], w1[D / 32], k, mine = 0, d, excl;
-    if (ch == c.blocks) { /* the dense window */
-        uint32_t n = c.tokens % MF_TILE, e;
-        const uint16_t *p = c.window + (uint64_t)row * n * D;
-        for (e = lane; e < n * D; e += 32)
-            buf[(e / D) * (D + 8) + e % D] = p[e];
-        return n;
-    }
+/* One unit's tile metadata, lane l holding tiles q*32 + l (q < D/32):
+ * for keys channels, for values token l (q even) or 32 + l (q odd) of
+ * channel block q/2. Loaded a phase ahead of its use. */
+template <int D> struct unit_meta {
+    uint64_t bm[D / 32];
+    uint32_t off[D / 32]; /* reference layout: the tile's start */
+    uint32_t sz[D / 32];  /* scale | zero << 16 */
+    uint64_t base;        /* native layout: the unit's start */
+    uint32_t n;           /* tokens: 64, the window's count, or 0 (none) */
+};
+
+/* What a fill needs after the metadata arrived: starts, the first two
+ * payload words of each tile, and for 2 bits the four decoded values. */
+template <int D> struct unit_words {
+    const uint32_t *payload; /* the unit's start (native) or the payload's */
+    uint32_t start[D / 32];  /* from payload */
+    uint32_t w0[D / 32], w1[D / 32];
+    uint64_t lut[D / 32]; /* 2 bits: the values of codes 0..3, 16 bits each */
+};
+
+template <int D, int BITS>
+__device__ static void load_meta(const mf_view &c, uint32_t row, uint64_t ch, bool any,
+                                 unit_meta<D> &m) {
+    const uint32_t lane = threadIdx.x % 32;
+    uint64_t u;
+    m.n = !any ? 0u : ch == c.blocks ? c.tokens % MF_TILE : MF_TILE;
+    if (!any || ch == c.blocks)
+        return;
     u = mf_cu_unit(c, row, ch);
-    /* Every load that does not depend on another is issued up front: the
-     * kernel is bound by the latency of these chains, not by bandwidth. */
-    base = c.layout == MF_LAYOUT_NATIVE ? c.offsets[u] : 0;
+    if (c.layout == MF_LAYOUT_NATIVE)
+        m.base = c.offsets[u];
 #pragma unroll
-    for (k = 0; k < per; k++) {
-        bms[k] = c.bitmaps[u * D + lane * per + k];
+    for (uint32_t q = 0; q < D / 32; q++) {
+        uint64_t t = u * D + q * 32 + lane;
+        m.bm[q] = c.bitmaps[t];
         if (c.layout == MF_LAYOUT_REFERENCE)
-            offs[k] = c.offsets[u * D + lane * per + k];
-        if (c.bits) {
-            sc[k] = c.scales[u * D + lane * per + k];
-            zc[k] = c.zeros[u * D + lane * per + k];
-        }
+            m.off[q] = c.offsets[t];
+        if (BITS)
+            m.sz[q] = c.scales[t] | (uint32_t)c.zeros[t] << 16;
     }
+}
+
+/* Tile starts (native: a prefix sum over tiles in storage order), the range
+ * check (a tile outside the payload reads as zeros and fails the call) and
+ * the first payload words. */
+template <int D, int BITS>
+__device__ static void load_words(const mf_view &c, unit_meta<D> &m, unit_words<D> &w) {
+    const uint32_t lane = threadIdx.x % 32;
+    const uint64_t base = c.layout == MF_LAYOUT_NATIVE ? m.base : 0;
+    uint32_t run = 0;
+    if (m.n != MF_TILE)
+        return;
+    w.payload = c.payload + (base <= c.payload_words ? base : 0);
 #pragma unroll
-    for (k = 0; k < per; k++)
-        mine += mf_tile_words(mf_popcount64(bms[k]), c.bits);
-    excl = mine;
-    for (d = 1; d < 32; d <<= 1) {
-        uint32_t x = __shfl_up_sync(0xffffffffu, excl, d);
-        if (lane >= d)
-            excl += x;
-    }
-    start = base + excl - mine; /* native: the lane's first tile */
-    /* the first two payload words of each tile, all in flight at once */
-    {
-        uint64_t st = start;
-#pragma unroll
-        for (k = 0; k < per; k++) {
-            uint32_t words = mf_tile_words(mf_popcount64(bms[k]), c.bits);
-            int ok;
-            if (c.layout == MF_LAYOUT_REFERENCE)
-                st = offs[k];
-            ok = st <= c.payload_words && words <= c.payload_words - st;
-            w0[k] = ok && words > 0 ? c.payload[st] : 0u;
-            w1[k] = ok && words > 1 ? c.payload[st + 1] : 0u;
-            st += words;
-        }
-    }
-#pragma unroll
-    for (k = 0; k < per; k++) {
-        uint32_t j = lane * per + k, n = 0, cur = 0;
-        uint32_t cpw = c.bits ? mf_codes_per_word(c.bits) : 2u, mask = (1u << c.bits) - 1u;
-        uint64_t bm = bms[k];
-        uint32_t words = mf_tile_words(mf_popcount64(bm), c.bits);
-        const uint32_t *w;
-        float s = 0.0f, z = 0.0f;
-        if (c.layout == MF_LAYOUT_REFERENCE)
-            start = offs[k];
-        w = c.payload + start;
-        if (!mf_cu_in_payload(c, start, words))
-            bm = 0; /* reads as zeros; the call fails */
-        if (c.bits) {
-            s = mf_h2f(sc[k]);
-            z = mf_h2f(zc[k]);
-        }
-        while (bm) {
-            uint32_t i = __clzll(bm), tok, chn, wi;
-            uint16_t h;
-            bm ^= 1ull << (63 - i);
-            if (c.bits == 0) {
-                wi = n / 2;
-                h = (uint16_t)((wi == 0 ? w0[k] : wi == 1 ? w1[k] : w[wi]) >> (16 * (n % 2)));
-            } else {
-                if (n % cpw == 0) {
-                    wi = n / cpw;
-                    cur = wi == 0 ? w0[k] : wi == 1 ? w1[k] : w[wi];
-                }
-                /* the same value as mf_dequant: one fp32 rounding each, RNE to fp16 */
-                h = __half_as_ushort(__float2half_rn(MF_MUL(MF_SUB((float)(cur & mask), z), s)));
-                cur >>= c.bits;
+    for (uint32_t q = 0; q < D / 32; q++) {
+        uint32_t words = mf_tile_words(mf_popcount64(m.bm[q]), BITS), incl = words, d;
+        if (c.layout == MF_LAYOUT_REFERENCE) {
+            w.start[q] = m.off[q];
+        } else {
+            for (d = 1; d < 32; d <<= 1) {
+                uint32_t x = __shfl_up_sync(0xffffffffu, incl, d);
+                if (lane >= d)
+                    incl += x;
             }
-            n++;
-            mf_tile_elem(c.kind, j, i, &tok, &chn);
-            buf[tok * (D + 8) + chn] = h;
+            w.start[q] = run + incl - words;
+            run += __shfl_sync(0xffffffffu, incl, 31);
         }
-        start += words;
+        if (!mf_cu_in_payload(c, base + w.start[q], words))
+            m.bm[q] = 0;
+        w.w0[q] = m.bm[q] && words > 0 ? w.payload[w.start[q]] : 0u;
+        w.w1[q] = m.bm[q] && words > 1 ? w.payload[w.start[q] + 1] : 0u;
+        if (BITS == 2) {
+            float s = mf_h2f((uint16_t)m.sz[q]), z = mf_h2f((uint16_t)(m.sz[q] >> 16));
+            w.lut[q] = 0;
+            for (uint32_t code = 4; code-- > 0;)
+                w.lut[q] = w.lut[q] << 16 | mf_dequant(code, s, z);
+        }
     }
-    return MF_TILE;
+}
+
+/* Element value of the low code of cur (BITS 2: from the tile's four
+ * decoded values; 4: as mf_dequant, one fp32 rounding each and RNE to
+ * fp16; 0: the fp16 bits). */
+template <int BITS>
+__device__ static inline uint16_t code_value(uint64_t cur, uint64_t lut, float s, float z) {
+    if (BITS == 2)
+        return (uint16_t)(lut >> ((uint32_t)cur % 4u * 16u));
+    if (BITS == 4)
+        return __half_as_ushort(__float2half_rn(MF_MUL(MF_SUB((float)((uint32_t)cur % 16u), z), s)));
+    return (uint16_t)cur;
+}
+
+/* Writes the nonzeros of 32 consecutive elements of one tile (bits: theirs,
+ * MSB first; n: the tile's nonzeros before them) to dst[i * stride] for
+ * element i of the 32. The codes come through a 64-bit window of two
+ * payload words; a window holds them all unless a tile has over 32 - 16
+ * nonzeros (2 bits), so the inner loop has no reload test. */
+template <int BITS>
+__device__ static void scatter32(uint32_t bits, uint32_t n, const uint32_t *p, uint32_t w0,
+                                 uint32_t w1, uint64_t lut, uint32_t sz, uint16_t *dst,
+                                 int stride) {
+    const uint32_t width = BITS ? BITS : 16, per = 32 / width;
+    uint16_t *last = dst + 31 * stride; /* element 31, bit 0 */
+    float s = 0.0f, z = 0.0f;
+    if (BITS == 4) {
+        s = mf_h2f((uint16_t)sz);
+        z = mf_h2f((uint16_t)(sz >> 16));
+    }
+    while (bits) {
+        uint32_t k = n / per, sh = n % per * width, cnt = __popc(bits), avail = 2 * per - n % per;
+        uint32_t lo = k == 0 ? w0 : k == 1 ? w1 : p[k], hi = 0;
+        uint64_t cur;
+        if (n % per + cnt > per) /* codes in the next word: it exists */
+            hi = k == 0 ? w1 : p[k + 1];
+        cur = ((uint64_t)hi << 32 | lo) >> sh;
+        if (cnt <= avail) {
+            do {
+                uint32_t b = 31 - __clz(bits);
+                bits ^= 1u << b;
+                last[-(int)b * stride] = code_value<BITS>(cur, lut, s, z);
+                cur >>= width;
+            } while (bits);
+            return;
+        }
+        n += avail;
+        for (; avail; avail--) {
+            uint32_t b = 31 - __clz(bits);
+            bits ^= 1u << b;
+            last[-(int)b * stride] = code_value<BITS>(cur, lut, s, z);
+            cur >>= width;
+        }
+    }
+}
+
+/* A segment too long for the per-lane loop (an outlier channel's key
+ * tile, say): the whole warp writes it, lane l element l. */
+template <int BITS>
+__device__ static void scatter32_warp(uint32_t bits, uint32_t n, const uint32_t *p, uint64_t lut,
+                                      uint32_t sz, uint16_t *dst, int stride) {
+    const uint32_t lane = threadIdx.x % 32, width = BITS ? BITS : 16, per = 32 / width;
+    if ((bits << lane) & 0x80000000u) {
+        uint32_t r = n + (lane ? __popc(bits >> (32 - lane)) : 0u);
+        float s = BITS == 4 ? mf_h2f((uint16_t)sz) : 0.0f, z = BITS == 4 ? mf_h2f((uint16_t)(sz >> 16)) : 0.0f;
+        dst[lane * stride] = code_value<BITS>(p[r / per] >> (r % per * width), lut, s, z);
+    }
+}
+
+/* Tokens 32h .. 32h+31 of the chunk as dense fp16 rows [32][D + 8] into the
+ * zeroed buf, as D/32 segments of 32 elements per lane. Keys: segment s is
+ * the half's 32 bits of tile (channel) 32s + lane; values: bits 0-31 or
+ * 32-63 of the tile of token 32h + lane in channel block s/2. A segment
+ * with 8 nonzeros more than the warp's mean for its slot goes to the whole
+ * warp afterwards: one such lane would otherwise hold all 32 in its loop. */
+template <int D, int BITS, mf_kind KIND>
+__device__ static void fill_half(const mf_view &c, uint32_t row, const unit_meta<D> &m,
+                                 const unit_words<D> &w, uint32_t h, uint16_t *buf) {
+    const uint32_t lane = threadIdx.x % 32;
+    const int stride = KIND == MF_KEY ? D + 8 : 1;
+    uint32_t bits[D / 32], n[D / 32], dst[D / 32], deferred = 0;
+    if (m.n != MF_TILE) { /* the dense window */
+        const uint16_t *p = c.window + (uint64_t)row * m.n * D;
+        for (uint32_t e = 32 * h * D + lane; e < m.n * D && e < 32 * (h + 1) * D; e += 32)
+            buf[(e / D - 32 * h) * (D + 8) + e % D] = p[e];
+        return;
+    }
+#pragma unroll
+    for (uint32_t s = 0; s < D / 32; s++) {
+        const uint32_t q = KIND == MF_KEY ? s : 2 * (s / 2) + h, part = KIND == MF_KEY ? h : s % 2;
+        const uint32_t hi = (uint32_t)(m.bm[q] >> 32);
+        bits[s] = part ? (uint32_t)m.bm[q] : hi;
+        n[s] = part ? __popc(hi) : 0u;
+        dst[s] = KIND == MF_KEY ? q * 32 + lane : lane * (D + 8) + q / 2 * MF_TILE + 32 * part;
+        if ((uint32_t)__popc(bits[s]) > __reduce_add_sync(0xffffffffu, __popc(bits[s])) / 32 + 8)
+            deferred |= 1u << s;
+        else
+            scatter32<BITS>(bits[s], n[s], w.payload + w.start[q], w.w0[q], w.w1[q], w.lut[q],
+                            m.sz[q], buf + dst[s], stride);
+    }
+#pragma unroll
+    for (uint32_t s = 0; s < D / 32; s++) {
+        const uint32_t q = KIND == MF_KEY ? s : 2 * (s / 2) + h;
+        for (uint32_t fl = __ballot_sync(0xffffffffu, deferred >> s & 1u); fl; fl &= fl - 1) {
+            uint32_t src = __ffs(fl) - 1;
+            uint64_t lut = (uint64_t)__shfl_sync(0xffffffffu, (uint32_t)(w.lut[q] >> 32), src) << 32 |
+                           __shfl_sync(0xffffffffu, (uint32_t)w.lut[q], src);
+            scatter32_warp<BITS>(__shfl_sync(0xffffffffu, bits[s], src),
+                                 __shfl_sync(0xffffffffu, n[s], src),
+                                 w.payload + __shfl_sync(0xffffffffu, w.start[q], src), lut,
+                                 __shfl_sync(0xffffffffu, m.sz[q], src),
+                                 buf + __shfl_sync(0xffffffffu, dst[s], src), stride);
+        }
+    }
 }
 
 template <int D> __device__ static void zero(uint16_t *buf) {
     uint4 *p = (uint4 *)buf, z = make_uint4(0, 0, 0, 0);
-    uint32_t i;
     __syncwarp();
-    for (i = threadIdx.x % 32; i < MF_TILE * (D + 8) / 8; i += 32)
+    for (uint32_t i = threadIdx.x % 32; i < 32 * (D + 8) / 8; i += 32)
         p[i] = z;
     __syncwarp();
 }
 
-template <int D> __global__ static void __launch_bounds__(WARPS * 32) tc_kernel(tc_args a) {
+template <int D, int BITS>
+__global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : 4) tc_kernel(tc_args a) {
     extern __shared__ uint4 smem4[];
     uint16_t *qs = (uint16_t *)smem4; /* [HEADS][D + 8] */
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    uint16_t *buf = qs + HEADS * (D + 8) + warp * (MF_TILE * (D + 8) + HEADS * PSTRIDE);
-    uint16_t *ps = buf + MF_TILE * (D + 8); /* [HEADS][PSTRIDE]: P as fp16 */
+    uint16_t *buf = qs + HEADS * (D + 8) + warp * (32 * (D + 8) + HEADS * PSTRIDE);
+    uint16_t *ps = buf + 32 * (D + 8); /* [HEADS][PSTRIDE]: P as fp16 */
     uint32_t split = blockIdx.x % a.splits, tile = blockIdx.x / a.splits % a.tiles;
-    uint32_t row = blockIdx.x / (a.splits * a.tiles), worker = split * WARPS + warp, i, mt, ks, r;
+    uint32_t row = blockIdx.x / (a.splits * a.tiles), worker = split * WARPS + warp, i, mt, ks, r, h;
     uint64_t c0 = (uint64_t)worker * a.per_worker, c1 = c0 + a.per_worker, ch;
     const float scale = mf_score_scale(D), ninf = -__int_as_float(0x7f800000);
     float o[D / 16][4], mrun[2] = {ninf, ninf}, lrun[2] = {0.0f, 0.0f};
+    unit_meta<D> mk, mv;
+    unit_words<D> w;
     float *part;
     for (i = threadIdx.x; i < HEADS * D; i += blockDim.x) {
-        uint32_t h = tile * HEADS + i / D;
-        qs[(i / D) * (D + 8) + i % D] = h < a.group ? a.q[((size_t)row * a.group + h) * D + i % D] : 0;
+        uint32_t hd = tile * HEADS + i / D;
+        qs[(i / D) * (D + 8) + i % D] = hd < a.group ? a.q[((size_t)row * a.group + hd) * D + i % D] : 0;
     }
     __syncthreads();
 #pragma unroll
@@ -188,27 +288,37 @@ template <int D> __global__ static void __launch_bounds__(WARPS * 32) tc_kernel(
         o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
     if (c1 > a.chunks)
         c1 = a.chunks;
+    load_meta<D, BITS>(a.k, row, c0, c0 < c1, mk);
+    /* Per chunk: V's metadata loads while K is expanded and multiplied,
+     * the next chunk's K metadata while V is. */
     for (ch = c0; ch < c1; ch++) {
         float s[4][4], cmax[2], lsum[2], alpha[2];
-        uint32_t n;
-        zero<D>(buf);
-        n = fill<D>(a.k, row, ch, buf);
-        __syncwarp();
-        /* S^T[token][head] = K Q^T */
+        uint32_t n = mk.n;
+        load_meta<D, BITS>(a.v, row, ch, true, mv);
+        load_words<D, BITS>(a.k, mk, w);
+        /* S^T[token][head] = K Q^T, 32 tokens at a time */
 #pragma unroll
         for (mt = 0; mt < 4; mt++)
             s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.0f;
 #pragma unroll
-        for (ks = 0; ks < D / 16; ks++) {
-            uint32_t b[2];
-            ldsm_x2(b, qs + (lane % 8) * (D + 8) + ks * 16 + ((lane / 8) % 2) * 8);
+        for (h = 0; h < 2; h++) {
+            zero<D>(buf);
+            fill_half<D, BITS, MF_KEY>(a.k, row, mk, w, h, buf);
+            __syncwarp();
 #pragma unroll
-            for (mt = 0; mt < 4; mt++) {
-                uint32_t av[4];
-                ldsm_x4(av, buf + (mt * 16 + lane % 16) * (D + 8) + ks * 16 + (lane / 16) * 8);
-                mma(s[mt], av, b);
+            for (ks = 0; ks < D / 16; ks++) {
+                uint32_t b[2];
+                ldsm_x2(b, qs + (lane % 8) * (D + 8) + ks * 16 + ((lane / 8) % 2) * 8);
+#pragma unroll
+                for (mt = 0; mt < 2; mt++) {
+                    uint32_t av[4];
+                    ldsm_x4(av, buf + (mt * 16 + lane % 16) * (D + 8) + ks * 16 + (lane / 16) * 8);
+                    mma(s[2 * h + mt], av, b);
+                }
             }
         }
+        load_meta<D, BITS>(a.k, row, ch + 1, ch + 1 < c1, mk);
+        load_words<D, BITS>(a.v, mv, w);
         /* Online softmax; this lane holds heads 2(lane%4) + {0, 1} for
          * tokens 16mt + lane/4 (+8). */
         cmax[0] = cmax[1] = ninf;
@@ -250,20 +360,23 @@ template <int D> __global__ static void __launch_bounds__(WARPS * 32) tc_kernel(
 #pragma unroll
             for (r = 0; r < 4; r++)
                 o[mt][r] = MF_MUL(o[mt][r], alpha[r % 2]);
-        zero<D>(buf);
-        fill<D>(a.v, row, ch, buf);
-        __syncwarp();
-        /* O^T[channel][head] += V^T P^T */
+        /* O^T[channel][head] += V^T P^T, 32 tokens at a time */
 #pragma unroll
-        for (ks = 0; ks < 4; ks++) {
-            uint32_t b[2];
-            ldsm_x2(b, ps + (lane % 8) * PSTRIDE + ks * 16 + ((lane / 8) % 2) * 8);
+        for (h = 0; h < 2; h++) {
+            zero<D>(buf);
+            fill_half<D, BITS, MF_VALUE>(a.v, row, mv, w, h, buf);
+            __syncwarp();
 #pragma unroll
-            for (mt = 0; mt < D / 16; mt++) {
-                uint32_t av[4];
-                ldsm_x4_trans(av, buf + (ks * 16 + lane % 8 + (lane / 16) * 8) * (D + 8) + mt * 16 +
-                                      ((lane / 8) % 2) * 8);
-                mma(o[mt], av, b);
+            for (ks = 0; ks < 2; ks++) {
+                uint32_t b[2];
+                ldsm_x2(b, ps + (lane % 8) * PSTRIDE + (2 * h + ks) * 16 + ((lane / 8) % 2) * 8);
+#pragma unroll
+                for (mt = 0; mt < D / 16; mt++) {
+                    uint32_t av[4];
+                    ldsm_x4_trans(av, buf + (ks * 16 + lane % 8 + (lane / 16) * 8) * (D + 8) +
+                                          mt * 16 + ((lane / 8) % 2) * 8);
+                    mma(o[mt], av, b);
+                }
             }
         }
     }
@@ -304,11 +417,19 @@ __global__ static void tc_merge_kernel(tc_args a, uint32_t rows, uint32_t dim, f
 }
 
 static size_t tc_smem(uint32_t dim) {
-    return (size_t)HEADS * (dim + 8) * 2 + (size_t)WARPS * (MF_TILE * (dim + 8) + HEADS * PSTRIDE) * 2;
+    return (size_t)HEADS * (dim + 8) * 2 + (size_t)WARPS * (32 * (dim + 8) + HEADS * PSTRIDE) * 2;
 }
 
-static void *tc_kernel_of(uint32_t dim) {
-    return dim == 64 ? (void *)tc_kernel<64> : dim == 128 ? (void *)tc_kernel<128> : (void *)tc_kernel<256>;
+typedef void (*tc_fn)(tc_args);
+
+template <int D> static tc_fn tc_kernel_bits(uint32_t bits) {
+    return bits == 2 ? tc_kernel<D, 2> : bits == 4 ? tc_kernel<D, 4> : tc_kernel<D, 0>;
+}
+
+static tc_fn tc_kernel_of(const mf_desc *d) {
+    return d->dim == 64    ? tc_kernel_bits<64>(d->bits)
+           : d->dim == 128 ? tc_kernel_bits<128>(d->bits)
+                           : tc_kernel_bits<256>(d->bits);
 }
 
 /* Work split: enough warps for one full wave of blocks; each worker (warp)
@@ -317,9 +438,10 @@ static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a) {
     int sms = 0, occ = 0;
     uint64_t units, want;
     size_t smem = tc_smem(k->dim);
+    tc_fn fn = tc_kernel_of(k);
     MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    MF_CU(cudaFuncSetAttribute(tc_kernel_of(k->dim), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, tc_kernel_of(k->dim), WARPS * 32, smem));
+    MF_CU(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)fn, WARPS * 32, smem));
     if (occ < 1)
         return MF_ERR_UNSUPPORTED;
     a->group = group;
@@ -358,12 +480,7 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
         return st;
     a.q = q;
     a.part = (float *)rest;
-    if (d->dim == 64)
-        tc_kernel<64><<<d->rows * a.tiles * a.splits, WARPS * 32, tc_smem(64)>>>(a);
-    else if (d->dim == 128)
-        tc_kernel<128><<<d->rows * a.tiles * a.splits, WARPS * 32, tc_smem(128)>>>(a);
-    else
-        tc_kernel<256><<<d->rows * a.tiles * a.splits, WARPS * 32, tc_smem(256)>>>(a);
+    tc_kernel_of(d)<<<d->rows * a.tiles * a.splits, WARPS * 32, tc_smem(d->dim)>>>(a);
     MF_CU_LAUNCHED();
     tc_merge_kernel<<<(unsigned)((outs + 255) / 256), 256>>>(a, d->rows, d->dim, out);
     MF_CU_LAUNCHED();

@@ -1,0 +1,54 @@
+"""Dense baseline for bench/gpu_sweep.c (issue 5): PyTorch's
+scaled_dot_product_attention on the same layers (one query token, 32 query
+heads over 8 KV heads, D=128, fp16), timed as gpu_sweep times its calls:
+one call plus a synchronize, median of 21 after 3 warm-ups. Also the
+device-to-device copy bandwidth (bytes read + written).
+
+usage: python3 bench/sdpa.py [--batch B ...] [--tokens T ...]  -> CSV on stdout
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def timed(fn, reps=21):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    t = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        t.append(time.perf_counter() - t0)
+    return statistics.median(t)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--tokens", type=int, nargs="+",
+                    default=[1024 << i for i in range(8)])
+    a = ap.parse_args()
+    src = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    sec = timed(lambda: dst.copy_(src))
+    print(f"# device-to-device copy: {2 * src.numel() / sec / 1e12:.2f} TB/s (read + write)")
+    del src, dst
+    print("batch,tokens,sdpa_us")
+    for b in a.batch:
+        for t in a.tokens:
+            q = torch.randn(b, 32, 1, 128, dtype=torch.float16, device="cuda")
+            k = torch.randn(b, 8, t, 128, dtype=torch.float16, device="cuda")
+            v = torch.randn(b, 8, t, 128, dtype=torch.float16, device="cuda")
+            sec = timed(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
+            print(f"{b},{t},{sec * 1e6:.2f}", flush=True)
+            del q, k, v
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
