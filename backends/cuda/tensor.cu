@@ -19,6 +19,9 @@
 #define WARPS 4
 #define HEADS 8          /* query heads per warp: the mma's N */
 #define PSTRIDE 72       /* halves per row of P: 64 tokens + 16 bytes of padding */
+#ifndef MF_TC_BLOCKS
+#define MF_TC_BLOCKS 4   /* blocks per SM asked of ptxas (D <= 128): caps registers */
+#endif
 
 __device__ static inline uint32_t smem_addr(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
@@ -134,9 +137,10 @@ __device__ static void load_words(const mf_view &c, unit_meta<D> &m, unit_words<
         w.w1[q] = m.bm[q] && words > 1 ? w.payload[w.start[q] + 1] : 0u;
         if (BITS == 2) {
             float s = mf_h2f((uint16_t)m.sz[q]), z = mf_h2f((uint16_t)(m.sz[q] >> 16));
-            w.lut[q] = 0;
-            for (uint32_t code = 4; code-- > 0;)
-                w.lut[q] = w.lut[q] << 16 | mf_dequant(code, s, z);
+            uint32_t v[4];
+            for (uint32_t code = 0; code < 4; code++) /* mf_dequant, with the RNE cvt instruction */
+                v[code] = __half_as_ushort(__float2half_rn(MF_MUL(MF_SUB((float)code, z), s)));
+            w.lut[q] = (uint64_t)(v[3] << 16 | v[2]) << 32 | (v[1] << 16 | v[0]);
         }
     }
 }
@@ -144,10 +148,18 @@ __device__ static void load_words(const mf_view &c, unit_meta<D> &m, unit_words<
 /* Element value of the low code of cur (BITS 2: from the tile's four
  * decoded values; 4: as mf_dequant, one fp32 rounding each and RNE to
  * fp16; 0: the fp16 bits). */
+/* The fp16 value of code c from a tile's table of four: PRMT bytes 2c and
+ * 2c + 1, selector 0x10 + 0x22c. */
+__device__ static inline uint16_t lut_pick(uint64_t lut, uint32_t sel) {
+    uint32_t h;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(h) : "r"((uint32_t)lut), "r"((uint32_t)(lut >> 32)), "r"(sel));
+    return (uint16_t)h;
+}
+
 template <int BITS>
 __device__ static inline uint16_t code_value(uint64_t cur, uint64_t lut, float s, float z) {
     if (BITS == 2)
-        return (uint16_t)(lut >> ((uint32_t)cur % 4u * 16u));
+        return lut_pick(lut, (uint32_t)cur % 4u * 0x22u + 0x10u);
     if (BITS == 4)
         return __half_as_ushort(__float2half_rn(MF_MUL(MF_SUB((float)((uint32_t)cur % 16u), z), s)));
     return (uint16_t)cur;
@@ -264,7 +276,7 @@ template <int D> __device__ static void zero(uint16_t *buf) {
 }
 
 template <int D, int BITS>
-__global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : 4) tc_kernel(tc_args a) {
+__global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : MF_TC_BLOCKS) tc_kernel(tc_args a) {
     extern __shared__ uint4 smem4[];
     uint16_t *qs = (uint16_t *)smem4; /* [HEADS][D + 8] */
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
