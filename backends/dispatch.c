@@ -54,8 +54,24 @@ static mf_status check_group(uint32_t group, uint32_t rows, mf_diag *diag) {
     return MF_OK;
 }
 
+mf_status mf_encode_workspace(mf_backend backend, const mf_desc *desc, size_t *bytes) {
+    mf_status st;
+    if (!desc || !bytes)
+        return MF_ERR_NULL;
+    *bytes = 0;
+    if ((st = check_backend(backend, NULL)) != MF_OK || (st = mf_desc_check(desc, NULL)) != MF_OK)
+        return st;
+    return backend == MF_BACKEND_CUDA ? mf_cuda_encode_workspace(desc, bytes) : MF_OK;
+}
+
 mf_status mf_encode(mf_backend backend, const uint16_t *dense, uint32_t keep, mf_ctensor *out,
                     uint64_t capacity, mf_diag *diag) {
+    return mf_encode_ex(backend, dense, keep, out, capacity, NULL, 0, diag);
+}
+
+/* workspace NULL: the backend allocates its own (mf_encode). */
+mf_status mf_encode_ex(mf_backend backend, const uint16_t *dense, uint32_t keep, mf_ctensor *out,
+                       uint64_t capacity, void *workspace, size_t workspace_bytes, mf_diag *diag) {
     mf_sizes s;
     mf_status st;
     if (!dense || !out)
@@ -72,7 +88,7 @@ mf_status mf_encode(mf_backend backend, const uint16_t *dense, uint32_t keep, mf
         (s.tiles && out->desc.bits && (!out->scales || !out->zeros)))
         return mf__fail(diag, MF_ERR_NULL, "an output array is NULL");
     if (backend == MF_BACKEND_CUDA)
-        return mf_cuda_encode(dense, keep, out, capacity, diag);
+        return mf_cuda_encode(dense, keep, out, capacity, workspace, workspace_bytes, diag);
     return mf_cpu_encode(dense, keep, out, capacity, diag);
 }
 

@@ -15,11 +15,16 @@
 #include "numerics.h"
 #include "mustafar.h"
 
+/* Storage-order index of the unit (row, block). */
+MF_HD uint64_t mf_unit_index(mf_layout layout, uint32_t rows, uint64_t blocks, uint32_t row,
+                             uint64_t block) {
+    return layout == MF_LAYOUT_NATIVE ? block * rows + row : (uint64_t)row * blocks + block;
+}
+
 /* First tile of the unit (row, block). */
 MF_HD uint64_t mf_unit_tile(mf_layout layout, uint32_t rows, uint64_t blocks, uint32_t dim,
                             uint32_t row, uint64_t block) {
-    uint64_t unit = layout == MF_LAYOUT_NATIVE ? block * rows + row : (uint64_t)row * blocks + block;
-    return unit * dim;
+    return mf_unit_index(layout, rows, blocks, row, block) * dim;
 }
 
 /* Index into the native layout's offsets (one per unit). */

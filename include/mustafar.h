@@ -144,6 +144,15 @@ const char *mf_backend_name(mf_backend backend);
 mf_status mf_encode(mf_backend backend, const uint16_t *dense, uint32_t keep,
                     mf_ctensor *out, uint64_t capacity, mf_diag *diag);
 
+/* mf_encode with caller-owned scratch (device memory for the CUDA backend)
+ * of at least mf_encode_workspace bytes, so a call allocates nothing: for
+ * encoding on the decode path (appending blocks). The CPU backend needs
+ * none (0 bytes). mf_encode allocates and frees its own. */
+mf_status mf_encode_workspace(mf_backend backend, const mf_desc *desc, size_t *bytes);
+mf_status mf_encode_ex(mf_backend backend, const uint16_t *dense, uint32_t keep,
+                       mf_ctensor *out, uint64_t capacity, void *workspace,
+                       size_t workspace_bytes, mf_diag *diag);
+
 /* Validates c, then writes dense [rows, tokens, dim] fp16. */
 mf_status mf_decode(mf_backend backend, const mf_ctensor *c, uint16_t *dense, mf_diag *diag);
 

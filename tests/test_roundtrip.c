@@ -121,6 +121,36 @@ static void attend_case(uint64_t seed, uint32_t rows, uint32_t tokens, uint32_t 
     free(k), free(v), free(q), free(kd), free(vd), free(o1), free(o2), free(o3);
 }
 
+/* The workspace variant on the CPU: no scratch needed, same bytes as
+ * mf_encode; without a GPU the CUDA backend says so. */
+Test(roundtrip, encode_ex_with_workspace_equals_encode) {
+    uint64_t seed = 9;
+    uint16_t *x = th_dense(&seed, (size_t)2 * 200 * 128, 2.0f);
+    mf_desc d = th_desc(MF_KEY, MF_LAYOUT_REFERENCE, 2, 2, 200, 128);
+    mf_ctensor a, b;
+    mf_sizes s;
+    size_t bytes = 1;
+    char ws[8];
+    cr_assert_eq(mf_encode_workspace(MF_BACKEND_CPU, &d, &bytes), MF_OK);
+    cr_assert_eq(bytes, 0);
+    cr_assert_eq(mf_encode_workspace(MF_BACKEND_CPU, NULL, &bytes), MF_ERR_NULL);
+    d.dim = 100;
+    cr_assert_eq(mf_encode_workspace(MF_BACKEND_CPU, &d, &bytes), MF_ERR_DIMS);
+    d.dim = 128;
+    cr_assert_eq(th_encode(&d, x, 38, &a), MF_OK);
+    mf_sizes_of(&d, 38, &s);
+    cr_assert_eq(mf_ctensor_alloc(&b, &d, s.payload_keep), MF_OK);
+    cr_assert_eq(mf_encode_ex(MF_BACKEND_CPU, x, 38, &b, s.payload_keep, ws, sizeof ws, NULL), MF_OK);
+    cr_assert_eq(a.payload_words, b.payload_words);
+    cr_assert_arr_eq(a.payload, b.payload, a.payload_words * 4);
+    cr_assert_arr_eq(a.bitmaps, b.bitmaps, (size_t)2 * 3 * 128 * 8);
+    if (!mf_backend_available(MF_BACKEND_CUDA))
+        cr_assert_eq(mf_encode_workspace(MF_BACKEND_CUDA, &d, &bytes), MF_ERR_NO_DEVICE);
+    mf_ctensor_free(&a);
+    mf_ctensor_free(&b);
+    free(x);
+}
+
 Test(attend, compressed_equals_decoded_at_1_2_7_threads) {
     uint64_t seed = 7;
     int iter;

@@ -226,27 +226,49 @@ __global__ static void __launch_bounds__(THREADS)
     }
 }
 
+/* Encoder scratch for `units` units: the two error keys and the payload
+ * total (read back together), then per-unit word counts, their prefix sum
+ * and the scan's temporary. */
+static size_t encode_scratch(uint64_t units) {
+    return 512 + mf__cu_align(units * 8) + mf__cu_align((units + 1) * 8) + mf__cu_scan_bytes(units);
+}
+
+extern "C" mf_status mf_cuda_encode_workspace(const mf_desc *d, size_t *bytes) {
+    mf_sizes s;
+    mf_sizes_of(d, 0, &s);
+    *bytes = encode_scratch(s.blocks * d->rows);
+    return MF_OK;
+}
+
+__global__ static void copy_total_kernel(const uint64_t *total, unsigned long long *dst) {
+    *dst = *total;
+}
+
 extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
-                                    uint64_t capacity, mf_diag *diag) {
+                                    uint64_t capacity, void *workspace, size_t workspace_bytes,
+                                    mf_diag *diag) {
     const mf_desc *d = &out->desc;
     mf_sizes s;
     mf_view v;
     mf_status st = MF_OK;
     uint64_t units, total;
-    unsigned long long key[2];
-    char *scratch = NULL;
+    unsigned long long key[3];
+    char *scratch = (char *)workspace;
     uint64_t *words, *starts;
     size_t bytes;
     mf_sizes_of(d, 0, &s);
     units = s.blocks * d->rows;
-    bytes = 512 + mf__cu_align(units * 8) + mf__cu_align((units + 1) * 8) + mf__cu_scan_bytes(units);
-    if ((st = mf_cuda_alloc(bytes, (void **)&scratch)) != MF_OK)
+    bytes = encode_scratch(units);
+    if (workspace && workspace_bytes < bytes)
+        return mf__fail(diag, MF_ERR_BUFFER_SMALL, "encode workspace has %zu bytes, needs %zu",
+                        workspace_bytes, bytes);
+    if (!workspace && (st = mf_cuda_alloc(bytes, (void **)&scratch)) != MF_OK)
         return st;
     words = (uint64_t *)(scratch + 512);
     starts = (uint64_t *)((char *)words + mf__cu_align(units * 8));
     v = mf__cu_view(out);
     v.unit_start = starts;
-    if (cudaMemset(scratch, 0xff, 16) != cudaSuccess)
+    if (cudaMemsetAsync(scratch, 0xff, 16) != cudaSuccess)
         goto device;
     if (s.window) {
         window_kernel<<<(unsigned)((s.window + 255) / 256), 256>>>(
@@ -261,7 +283,13 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
         if (cudaGetLastError() != cudaSuccess)
             goto device;
     }
-    if (cudaMemcpy(key, scratch, sizeof key, cudaMemcpyDeviceToHost) != cudaSuccess)
+    /* One read-back for the keys and the total: a scan of words that a
+     * non-finite input left incomplete is computed, then ignored. */
+    if (mf__cu_scan(words, starts, units, (char *)starts + mf__cu_align((units + 1) * 8)) != MF_OK)
+        goto device;
+    copy_total_kernel<<<1, 1>>>(starts + units, (unsigned long long *)scratch + 2);
+    if (cudaGetLastError() != cudaSuccess ||
+        cudaMemcpy(key, scratch, sizeof key, cudaMemcpyDeviceToHost) != cudaSuccess)
         goto device;
     if (key[0] != KEY_NONE) {
         uint64_t wt = s.window_tokens, r = key[0] / (wt * d->dim), rest = key[0] % (wt * d->dim);
@@ -286,9 +314,7 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
                       (unsigned long)(bad % d->dim));
         goto done;
     }
-    if (mf__cu_scan(words, starts, units, (char *)starts + mf__cu_align((units + 1) * 8)) != MF_OK ||
-        cudaMemcpy(&total, starts + units, sizeof total, cudaMemcpyDeviceToHost) != cudaSuccess)
-        goto device;
+    total = key[2];
     if (total > UINT32_MAX) {
         st = mf__fail(diag, MF_ERR_LIMIT, "payload exceeds 2^32-1 words (uint32 offsets)");
         goto done;
@@ -309,7 +335,8 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
 device:
     st = mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
 done:
-    cudaFree(scratch);
+    if (!workspace)
+        cudaFree(scratch);
     return st;
 }
 

@@ -57,7 +57,7 @@ static inline size_t mf__cu_align(size_t n) { return (n + 255u) & ~(size_t)255u;
 
 /* Storage-order unit index of (row, block). */
 __device__ static inline uint64_t mf_cu_unit(const mf_view &c, uint32_t row, uint64_t block) {
-    return mf_unit_tile(c.layout, c.rows, c.blocks, c.dim, row, block) / c.dim;
+    return mf_unit_index(c.layout, c.rows, c.blocks, row, block);
 }
 
 /* Tile j and element i that hold dense (token in block, channel): the

@@ -19,8 +19,11 @@ extern "C" {
 int mf_cuda_available(void);
 /* Why mf_cuda_available() is 0: one line for error messages. */
 const char *mf_cuda_unavailable_reason(void);
+mf_status mf_cuda_encode_workspace(const mf_desc *desc, size_t *bytes);
+/* workspace NULL: allocates its own. */
 mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
-                         uint64_t capacity, mf_diag *diag);
+                         uint64_t capacity, void *workspace, size_t workspace_bytes,
+                         mf_diag *diag);
 mf_status mf_cuda_decode(const mf_ctensor *c, uint16_t *dense, mf_diag *diag);
 mf_status mf_cuda_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t group,
                              float *scores);

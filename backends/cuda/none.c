@@ -7,9 +7,16 @@ const char *mf_cuda_unavailable_reason(void) {
     return "this build of mustafar has no CUDA backend (nvcc was not found at build time)";
 }
 
+mf_status mf_cuda_encode_workspace(const mf_desc *desc, size_t *bytes) {
+    (void)desc, (void)bytes;
+    return MF_ERR_NO_DEVICE;
+}
+
 mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
-                         uint64_t capacity, mf_diag *diag) {
-    (void)dense, (void)keep, (void)out, (void)capacity, (void)diag;
+                         uint64_t capacity, void *workspace, size_t workspace_bytes,
+                         mf_diag *diag) {
+    (void)dense, (void)keep, (void)out, (void)capacity, (void)workspace, (void)workspace_bytes;
+    (void)diag;
     return MF_ERR_NO_DEVICE;
 }
 
