@@ -12,13 +12,9 @@
 
 #include "mustafar.h"
 #include "synth.h"
+#include "timing.h"
 
 enum { ROWS = 8, GROUP = 4, DIM = 128, MAX_REPS = 101 };
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* Median seconds of fn over enough repetitions to fill about budget s. */
 typedef void (*bench_fn)(void *ctx);
@@ -32,7 +28,7 @@ static double median_time(bench_fn fn, void *ctx, double budget) {
         fn(ctx);
         t[n++] = omp_get_wtime() - t0;
     }
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    qsort(t, (size_t)n, sizeof *t, mf_cmp_double);
     return t[n / 2];
 }
 

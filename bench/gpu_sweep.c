@@ -14,26 +14,16 @@
  * without synthesizing gigabytes on the host.
  *
  * usage: mustafar-gpu-sweep [--batch B ...] [--tokens T ...] [--quick] */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "mustafar.h"
 #include "synth.h"
+#include "timing.h"
 
 enum { KV = 8, GROUP = 4, DIM = 128, BASE = 4096, REPS = 21 };
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 #define TRY(call)                                                                          \
     do {                                                                                   \
@@ -73,16 +63,11 @@ static double encode(mf_kind kind, uint32_t bits, uint32_t rows, uint32_t tokens
     TRY(mf_ctensor_alloc_on(MF_BACKEND_CUDA, out, &d, s.payload_keep));
     TRY(mf_encode_workspace(MF_BACKEND_CUDA, &d, &wsb));
     TRY(mf_buffer_alloc(MF_BACKEND_CUDA, wsb, &ws));
-    t0 = now();
+    t0 = mf_now();
     TRY(mf_encode_ex(MF_BACKEND_CUDA, dense, keep, out, s.payload_keep, ws, wsb, NULL));
-    t = now() - t0;
+    t = mf_now() - t0;
     TRY(mf_buffer_free(MF_BACKEND_CUDA, ws));
     return t;
-}
-
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return t[n / 2];
 }
 
 static void run(uint32_t batch, uint32_t tokens, double sparsity, uint32_t bits,
@@ -110,13 +95,13 @@ static void run(uint32_t batch, uint32_t tokens, double sparsity, uint32_t bits,
     TRY(mf_buffer_alloc(MF_BACKEND_CUDA, nq * 4, &out));
     TRY(mf_buffer_upload(MF_BACKEND_CUDA, q, hq, nq * 2));
     for (i = -3; i < REPS; i++) {
-        double t0 = now();
+        double t0 = mf_now();
         TRY(mf_attend_ex(MF_BACKEND_CUDA, MF_KERNEL_TENSOR, &ck, &cv, q, GROUP, out, ws, wsb));
         if (i >= 0)
-            t[i] = now() - t0;
+            t[i] = mf_now() - t0;
     }
     printf("%u,%u,%.1f,%u,%.2f,%llu,%llu,%.1f\n", batch, tokens, sparsity, bits,
-           median(t, REPS) * 1e6, (unsigned long long)(kb + vb),
+           mf_median(t, REPS) * 1e6, (unsigned long long)(kb + vb),
            (unsigned long long)rows * tokens * DIM * 4, 4.0 * rows * tokens * DIM / tenc / 1e9);
     fflush(stdout);
     TRY(mf_ctensor_free_on(MF_BACKEND_CUDA, &ck));
@@ -144,7 +129,7 @@ static void append(const uint16_t *hk, const uint16_t *hv) {
     }
     printf("# append: one 64-token block of K and V, batch 8 (64 rows), s 0.7, 2 bits: "
            "two mf_encode_ex calls (scratch allocated beforehand), median %.1f us\n",
-           median(t, REPS) * 1e6);
+           mf_median(t, REPS) * 1e6);
     TRY(mf_buffer_free(MF_BACKEND_CUDA, dk));
     TRY(mf_buffer_free(MF_BACKEND_CUDA, dv));
 }

@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -30,6 +29,7 @@
 
 #include "mustafar.h"
 #include "synth.h"
+#include "timing.h"
 
 /* ---- random numbers ------------------------------------------------- */
 typedef struct rng {
@@ -674,17 +674,6 @@ out:
 }
 
 /* ---- benchmark: one decode layer, batch 8 ------------------------------- */
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int bench(void) {
     const uint32_t rows = 64, group = 4, dim = 128, T = 32768, reps = 30;
     uint64_t n = (uint64_t)rows * T * dim, nq = (uint64_t)rows * group * dim;
@@ -723,13 +712,13 @@ static int bench(void) {
     }
     for (kern = 0; kern < 2; kern++) {
         for (i = 0; i < reps + 3; i++) {
-            double t0 = now();
+            double t0 = mf_now();
             if (mf_attend_ex(MF_BACKEND_CUDA, (mf_kernel)kern, &gk, &gv, gq, group, go, gw, ws))
                 return 2;
             if (i >= 3)
-                t[i - 3] = now() - t0;
+                t[i - 3] = mf_now() - t0;
         }
-        qsort(t, reps, sizeof t[0], cmp_double);
+        qsort(t, reps, sizeof t[0], mf_cmp_double);
         mf_buffer_download(MF_BACKEND_CUDA, og, go, nq * 4);
         for (i = 0, same = 0, maxerr = 0.0; i < nq; i++) {
             double e = fabs((double)og[i] - oc[i]);
@@ -759,7 +748,7 @@ static void run_shard(ctx *c, uint64_t cases, uint32_t max_tokens, long long onl
         c->index = index;
         run_case(c);
         if ((idx + 1) % 1000 == 0)
-            fprintf(stderr, "  %llu cases, %.0f s\n", (unsigned long long)idx + 1, now() - t0);
+            fprintf(stderr, "  %llu cases, %.0f s\n", (unsigned long long)idx + 1, mf_now() - t0);
     }
 }
 
@@ -790,7 +779,7 @@ int main(int argc, char **argv) {
     uint32_t max_tokens = 131072;
     long long only = LLONG_MIN;
     int a, o, j, jobs = 1, bad = 0, fds[64];
-    double t0 = now();
+    double t0 = mf_now();
     ctx c;
     setvbuf(stdout, NULL, _IOLBF, 0); /* workers' lines stay whole */
     memset(&c, 0, sizeof c);
@@ -900,6 +889,6 @@ int main(int argc, char **argv) {
     if (errors)
         printf("%llu cases could not run (ERROR lines above)\n", (unsigned long long)errors);
     bad |= errors != 0;
-    printf("%.1f s; %s\n", now() - t0, bad ? "FAILED: see above" : "all checks passed");
+    printf("%.1f s; %s\n", mf_now() - t0, bad ? "FAILED: see above" : "all checks passed");
     return bad;
 }
