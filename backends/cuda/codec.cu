@@ -22,16 +22,34 @@ __device__ static void unit_coords(const mf_view &c, uint64_t u, uint32_t *row, 
     }
 }
 
-/* The unit's 64 x dim dense input into shared memory. */
+/* The unit's 64 x dim dense input into shared memory (16-byte aligned).
+ * Every load of a thread is issued before its first store: the input is
+ * read once per unit, and a loop of dependent 2-byte loads spent most of
+ * the encoder's time waiting on memory. */
 __device__ static void load_block(const mf_view &c, const uint16_t *dense, uint64_t u,
                                   uint16_t *blk) {
-    uint32_t row, i;
+    uint32_t row, i, k, n = MF_TILE * c.dim;
     uint64_t block;
     const uint16_t *src;
     unit_coords(c, u, &row, &block);
     src = dense + ((uint64_t)row * c.tokens + block * MF_TILE) * c.dim;
-    for (i = threadIdx.x; i < MF_TILE * c.dim; i += blockDim.x)
-        blk[i] = src[i];
+    if ((uintptr_t)src % 16u == 0) {
+        const uint4 *s4 = (const uint4 *)src;
+        uint4 *d4 = (uint4 *)blk, v[8];
+        for (i = threadIdx.x; i < n / 8; i += 8 * blockDim.x) {
+#pragma unroll
+            for (k = 0; k < 8; k++)
+                if (i + k * blockDim.x < n / 8)
+                    v[k] = s4[i + k * blockDim.x];
+#pragma unroll
+            for (k = 0; k < 8; k++)
+                if (i + k * blockDim.x < n / 8)
+                    d4[i + k * blockDim.x] = v[k];
+        }
+    } else {
+        for (i = threadIdx.x; i < n; i += blockDim.x)
+            blk[i] = src[i];
+    }
     __syncthreads();
 }
 
@@ -103,7 +121,7 @@ __global__ static void __launch_bounds__(THREADS)
     encode_tiles_kernel(mf_view c, uint64_t *bitmaps, uint16_t *scales, uint16_t *zeros,
                         const uint16_t *dense, uint32_t keep, uint64_t *unit_words,
                         unsigned long long *err) {
-    __shared__ uint16_t blk[MF_TILE * 256];
+    __shared__ __align__(16) uint16_t blk[MF_TILE * 256];
     __shared__ uint64_t masks[MF_TILE][4]; /* [token][channel block] */
     __shared__ uint32_t words[THREADS / 32];
     __shared__ int bad;
@@ -188,7 +206,7 @@ __global__ static void window_kernel(mf_view c, uint16_t *window, const uint16_t
 /* Pass 2: offsets and payload of unit blockIdx.x; thread j packs tile j. */
 __global__ static void __launch_bounds__(THREADS)
     encode_pack_kernel(mf_view c, uint32_t *offsets, uint32_t *payload, const uint16_t *dense) {
-    __shared__ uint16_t blk[MF_TILE * 256];
+    __shared__ __align__(16) uint16_t blk[MF_TILE * 256];
     __shared__ uint64_t starts[256];
     uint64_t u = blockIdx.x, t0 = u * c.dim;
     uint32_t j;
