@@ -121,7 +121,8 @@ __global__ static void __launch_bounds__(THREADS)
     encode_tiles_kernel(mf_view c, uint64_t *bitmaps, uint16_t *scales, uint16_t *zeros,
                         const uint16_t *dense, uint32_t keep, uint64_t *unit_words,
                         unsigned long long *err) {
-    __shared__ __align__(16) uint16_t blk[MF_TILE * 256];
+    extern __shared__ uint4 blk4[]; /* the unit's input, MF_TILE * dim halves */
+    uint16_t *blk = (uint16_t *)blk4;
     __shared__ uint64_t masks[MF_TILE][4]; /* [token][channel block] */
     __shared__ uint32_t words[THREADS / 32];
     __shared__ int bad;
@@ -206,7 +207,8 @@ __global__ static void window_kernel(mf_view c, uint16_t *window, const uint16_t
 /* Pass 2: offsets and payload of unit blockIdx.x; thread j packs tile j. */
 __global__ static void __launch_bounds__(THREADS)
     encode_pack_kernel(mf_view c, uint32_t *offsets, uint32_t *payload, const uint16_t *dense) {
-    __shared__ __align__(16) uint16_t blk[MF_TILE * 256];
+    extern __shared__ uint4 blk4[]; /* the unit's input, MF_TILE * dim halves */
+    uint16_t *blk = (uint16_t *)blk4;
     __shared__ uint64_t starts[256];
     uint64_t u = blockIdx.x, t0 = u * c.dim;
     uint32_t j;
@@ -295,7 +297,7 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
             goto device;
     }
     if (units) {
-        encode_tiles_kernel<<<(unsigned)units, THREADS>>>(
+        encode_tiles_kernel<<<(unsigned)units, THREADS, MF_TILE * d->dim * 2>>>(
             v, out->bitmaps, out->scales, out->zeros, dense, keep, words,
             (unsigned long long *)scratch + 1);
         if (cudaGetLastError() != cudaSuccess)
@@ -344,7 +346,8 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
     }
     v.payload_words = total;
     if (units) {
-        encode_pack_kernel<<<(unsigned)units, THREADS>>>(v, out->offsets, out->payload, dense);
+        encode_pack_kernel<<<(unsigned)units, THREADS, MF_TILE * d->dim * 2>>>(v, out->offsets, out->payload,
+                                                                       dense);
         if (cudaGetLastError() != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess)
             goto device;
     }
