@@ -23,7 +23,7 @@
 #include "synth.h"
 #include "timing.h"
 
-enum { KV = 8, GROUP = 4, DIM = 128, BASE = 4096, REPS = 21 };
+enum { KV = 8, GROUP = 4, DIM = 128, BASE = 4096, REPS = 51, WARM = 10 };
 
 #define TRY(call)                                                                          \
     do {                                                                                   \
@@ -94,7 +94,7 @@ static void run(uint32_t batch, uint32_t tokens, double sparsity, uint32_t bits,
     TRY(mf_buffer_alloc(MF_BACKEND_CUDA, nq * 2, &q));
     TRY(mf_buffer_alloc(MF_BACKEND_CUDA, nq * 4, &out));
     TRY(mf_buffer_upload(MF_BACKEND_CUDA, q, hq, nq * 2));
-    for (i = -3; i < REPS; i++) {
+    for (i = -WARM; i < REPS; i++) {
         double t0 = mf_now();
         TRY(mf_attend_ex(MF_BACKEND_CUDA, MF_KERNEL_TENSOR, &ck, &cv, q, GROUP, out, ws, wsb));
         if (i >= 0)
@@ -120,7 +120,7 @@ static void append(const uint16_t *hk, const uint16_t *hv) {
     double t[REPS];
     int i;
     TRY(mf_keep_count(DIM, 0.7, &keep));
-    for (i = -3; i < REPS; i++) {
+    for (i = -WARM; i < REPS; i++) {
         double e = encode(MF_KEY, 2, rows, 64, keep, dk, &ck) + encode(MF_VALUE, 2, rows, 64, keep, dv, &cv);
         if (i >= 0)
             t[i] = e;
