@@ -152,7 +152,9 @@ __device__ static void load_words(const mf_view &c, unit_meta<D> &m, unit_words<
  * 2c + 1, selector 0x10 + 0x22c. */
 __device__ static inline uint16_t lut_pick(uint64_t lut, uint32_t sel) {
     uint32_t h;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(h) : "r"((uint32_t)lut), "r"((uint32_t)(lut >> 32)), "r"(sel));
+    asm("prmt.b32 %0, %1, %2, %3;"
+        : "=r"(h)
+        : "r"((uint32_t)lut), "r"((uint32_t)(lut >> 32)), "r"(sel));
     return (uint16_t)h;
 }
 
@@ -161,7 +163,8 @@ __device__ static inline uint16_t code_value(uint64_t cur, uint64_t lut, float s
     if (BITS == 2)
         return lut_pick(lut, (uint32_t)cur % 4u * 0x22u + 0x10u);
     if (BITS == 4)
-        return __half_as_ushort(__float2half_rn(MF_MUL(MF_SUB((float)((uint32_t)cur % 16u), z), s)));
+        return __half_as_ushort(
+            __float2half_rn(MF_MUL(MF_SUB((float)((uint32_t)cur % 16u), z), s)));
     return (uint16_t)cur;
 }
 
@@ -215,7 +218,8 @@ __device__ static void scatter32_warp(uint32_t bits, uint32_t n, const uint32_t 
     const uint32_t lane = threadIdx.x % 32, width = BITS ? BITS : 16, per = 32 / width;
     if ((bits << lane) & 0x80000000u) {
         uint32_t r = n + (lane ? __popc(bits >> (32 - lane)) : 0u);
-        float s = BITS == 4 ? mf_h2f((uint16_t)sz) : 0.0f, z = BITS == 4 ? mf_h2f((uint16_t)(sz >> 16)) : 0.0f;
+        float s = BITS == 4 ? mf_h2f((uint16_t)sz) : 0.0f;
+        float z = BITS == 4 ? mf_h2f((uint16_t)(sz >> 16)) : 0.0f;
         dst[lane * stride] = code_value<BITS>(p[r / per] >> (r % per * width), lut, s, z);
     }
 }
