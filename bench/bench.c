@@ -28,8 +28,7 @@ static double median_time(bench_fn fn, void *ctx, double budget) {
         fn(ctx);
         t[n++] = omp_get_wtime() - t0;
     }
-    qsort(t, (size_t)n, sizeof *t, mf_cmp_double);
-    return t[n / 2];
+    return mf_median(t, n);
 }
 
 typedef struct layer {

@@ -6,6 +6,7 @@ PNG is drawn here, without plotting libraries.
 usage: python3 bench/gpu_report.py SWEEP.csv SDPA.csv OUT.png > table.md
 """
 import csv
+import math
 import struct
 import sys
 import zlib
@@ -30,7 +31,6 @@ def png(path, w, h, px):
 
 def plot(series, path):
     """series: {label: [(log2 T, speedup)]}; log2 axes; a line at speedup 1."""
-    import math
     w, h, m = 720, 480, 50
     px = bytearray([255] * (w * h * 3))
     xs = [x for s in series.values() for x, _ in s]
@@ -88,7 +88,6 @@ def main():
     print("| batch | T | s | bits | compressed MB | attend us | GB/s (fraction of copy) | dense sdpa us | speedup | encoder GB/s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     series = {}
-    import math
     for r in sweep:
         us = float(r["attend_us"])
         mb = int(r["compressed_bytes"]) / 1e6

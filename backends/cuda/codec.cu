@@ -346,8 +346,8 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
     }
     v.payload_words = total;
     if (units) {
-        encode_pack_kernel<<<(unsigned)units, THREADS, MF_TILE * d->dim * 2>>>(v, out->offsets, out->payload,
-                                                                       dense);
+        encode_pack_kernel<<<(unsigned)units, THREADS, MF_TILE * d->dim * 2>>>(
+            v, out->offsets, out->payload, dense);
         if (cudaGetLastError() != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess)
             goto device;
     }

@@ -84,6 +84,13 @@ template <int D> struct unit_words {
     uint64_t lut[D / 32]; /* 2 bits: the values of codes 0..3, 16 bits each */
 };
 
+/* mf_dequant's arithmetic with the RNE cvt instruction in place of core's
+ * portable fp16 rounding: the same bits for every finite value, at a
+ * fraction of the instructions. */
+__device__ static inline uint16_t dequant(uint32_t code, float s, float z) {
+    return __half_as_ushort(__float2half_rn(MF_MUL(MF_SUB((float)code, z), s)));
+}
+
 template <int D, int BITS>
 __device__ static void load_meta(const mf_view &c, uint32_t row, uint64_t ch, bool any,
                                  unit_meta<D> &m) {
@@ -138,16 +145,13 @@ __device__ static void load_words(const mf_view &c, unit_meta<D> &m, unit_words<
         if (BITS == 2) {
             float s = mf_h2f((uint16_t)m.sz[q]), z = mf_h2f((uint16_t)(m.sz[q] >> 16));
             uint32_t v[4];
-            for (uint32_t code = 0; code < 4; code++) /* mf_dequant, with the RNE cvt instruction */
-                v[code] = __half_as_ushort(__float2half_rn(MF_MUL(MF_SUB((float)code, z), s)));
+            for (uint32_t code = 0; code < 4; code++)
+                v[code] = dequant(code, s, z);
             w.lut[q] = (uint64_t)(v[3] << 16 | v[2]) << 32 | (v[1] << 16 | v[0]);
         }
     }
 }
 
-/* Element value of the low code of cur (BITS 2: from the tile's four
- * decoded values; 4: as mf_dequant, one fp32 rounding each and RNE to
- * fp16; 0: the fp16 bits). */
 /* The fp16 value of code c from a tile's table of four: PRMT bytes 2c and
  * 2c + 1, selector 0x10 + 0x22c. */
 __device__ static inline uint16_t lut_pick(uint64_t lut, uint32_t sel) {
@@ -158,13 +162,14 @@ __device__ static inline uint16_t lut_pick(uint64_t lut, uint32_t sel) {
     return (uint16_t)h;
 }
 
+/* Element value of the low code of cur (BITS 2: from the tile's table;
+ * 4: dequantized; 0: the fp16 bits). */
 template <int BITS>
 __device__ static inline uint16_t code_value(uint64_t cur, uint64_t lut, float s, float z) {
     if (BITS == 2)
         return lut_pick(lut, (uint32_t)cur % 4u * 0x22u + 0x10u);
     if (BITS == 4)
-        return __half_as_ushort(
-            __float2half_rn(MF_MUL(MF_SUB((float)((uint32_t)cur % 16u), z), s)));
+        return dequant((uint32_t)cur % 16u, s, z);
     return (uint16_t)cur;
 }
 
