@@ -41,15 +41,67 @@ static uint64_t chunks_of(uint32_t tokens) { return (tokens + MF_TILE - 1) / MF_
 
 /* One piece of a chunk: 64 channels (key) or 64 channels of every token
  * (value), as a 64 x 64 fp32 matrix (key buf[channel][token], value
- * buf[token][channel]) or, for 2-bit tiles with SIMD, as the tiles'
- * nibble indices and code tables, looked up inside the FMA loops (what
- * makes "load as compressed, compute as dense" cheap on a CPU). */
+ * buf[token][channel]) or, for 2-bit tiles with SIMD, as the tiles' own
+ * bitmaps, code streams and code tables: the FMA loops decode 16 elements
+ * at a time into table indices, integer work that runs beside the FMAs
+ * (what makes "load as compressed, compute as dense" cheap on a CPU). */
 typedef struct piece {
     int packed;
-    float *buf;      /* [64 * 64] */
-    uint64_t *idx;   /* packed: [64][4], row j = tile j of the piece */
-    float *tables;   /* [64][16] code tables */
+    float *buf;            /* [64 * 64] */
+    float *tables;         /* [64][16] code tables */
+    uint64_t *rev;         /* packed: [64] bitmaps, element i at bit i */
+    const uint8_t **code;  /* packed: [64] code streams, 40 bytes readable */
+    uint64_t *pad;         /* packed: [64][5] zero-padded copies near the payload end */
 } piece;
+
+/* Floats of scratch a piece takes (piece_bind), a multiple of 16. */
+#define PIECE_FLOATS                                                                              \
+    ((((size_t)MF_TILE * (MF_TILE + 16u) +                                                         \
+       MF_TILE * (6u * sizeof(uint64_t) + sizeof(const uint8_t *)) / sizeof(float)) + 15u) &        \
+     ~(size_t)15u)
+
+static float *piece_bind(piece *pp, float *base) {
+    pp->buf = base;
+    pp->tables = pp->buf + MF_TILE * MF_TILE;
+    pp->rev = (uint64_t *)(void *)(pp->tables + 16 * MF_TILE);
+    pp->pad = pp->rev + MF_TILE;
+    pp->code = (const uint8_t **)(void *)(pp->pad + 5 * MF_TILE);
+    return base + PIECE_FLOATS;
+}
+
+#if MF_CPU_SIMD
+/* Code stream of a 2-bit tile near the payload end or beyond it, where
+ * load_packed's one comparison does not vouch for 10 words: checked
+ * exactly, and copied into the tile's pad when fewer are left. */
+static const uint8_t *tail_stream(const mf_ctensor *c, uint32_t j, uint64_t start, uint64_t bm,
+                                  piece *pp, int *bad) {
+    uint32_t words = mf_tile_words(mf_popcount64(bm), 2);
+    if (start > c->payload_words || words > c->payload_words - start) {
+        *bad = 1;
+        pp->rev[j] = 0; /* reads as an empty tile */
+        start = 0;
+    }
+    return mf_cpu_code_stream(c->payload + start, c->payload_words - start, pp->pad + 5 * j);
+}
+
+/* The 2-bit part of load_piece: tiles t0 .. t0+63 as bit-reversed
+ * bitmaps and code streams; next is the first tile's start (native). */
+static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t next, piece *pp,
+                        int *bad) {
+    uint32_t j;
+    for (j = 0; j < MF_TILE; j += 4)
+        _mm256_storeu_si256((__m256i *)(pp->rev + j), mf_cpu_bit_reverse4(_mm256_loadu_si256(
+                                                          (const __m256i *)(c->bitmaps + t0 + j))));
+    for (j = 0; j < MF_TILE; j++) {
+        uint64_t bm = c->bitmaps[t0 + j], start = native ? next : c->offsets[t0 + j];
+        next = start + mf_tile_words(mf_popcount64(bm), 2);
+        /* a tile has at most 4 words, so 10 readable from start cover it */
+        pp->code[j] = c->payload_words >= 10 && start <= c->payload_words - 10
+                          ? (const uint8_t *)(c->payload + start)
+                          : tail_stream(c, j, start, bm, pp, bad);
+    }
+}
+#endif
 
 /* Fills piece pc (channels or tiles 64*pc .. 64*pc+63) of chunk ch of
  * row and returns the chunk's token count. A tile whose payload range
@@ -85,11 +137,10 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
             mf_cpu_code_tables(bits, c->scales + t0, c->zeros + t0, MF_TILE, pp->tables);
         pp->packed = MF_CPU_SIMD && bits == 2;
 #if MF_CPU_SIMD
-        uint64_t rev[MF_TILE];
-        if (pp->packed)
-            for (j = 0; j < MF_TILE; j += 4)
-                _mm256_storeu_si256((__m256i *)(rev + j), mf_cpu_bit_reverse4(_mm256_loadu_si256(
-                                                              (const __m256i *)(c->bitmaps + t0 + j))));
+        if (pp->packed) {
+            load_packed(c, t0, native, next, pp, bad);
+            return MF_TILE;
+        }
 #endif
         for (j = 0; j < MF_TILE; j++) {
             uint64_t bm = c->bitmaps[t0 + j], start = native ? next : c->offsets[t0 + j];
@@ -100,13 +151,6 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
                 bm = 0; /* reads as an empty tile */
                 start = 0;
             }
-#if MF_CPU_SIMD
-            if (pp->packed) {
-                mf_cpu_tile_nibbles(bm ? rev[j] : 0, c->payload + start, c->payload_words - start,
-                                    pp->idx + 4 * j);
-                continue;
-            }
-#endif
             mf_cpu_expand_tile(bits, bm, pp->tables + (size_t)j * per, c->payload + start,
                                c->payload_words - start, pp->buf + (size_t)j * MF_TILE);
         }
@@ -115,102 +159,81 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
 }
 
 #if MF_CPU_SIMD
-static const int32_t nibble_shifts[8] = {0, 4, 8, 12, 16, 20, 24, 28};
+/* Lane order of the packed loops: a group's 16 elements sit in two
+ * vectors as {0,8,1,9,2,10,3,11} and {4,12,5,13,6,14,7,15}, the order in
+ * which one broadcast 64-bit word of nibbles splits by 32-bit shifts. */
+static const int32_t nibble_shifts[16] = {0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28};
 
-/* 16 values of a packed tile: elements 16*qd .. 16*qd+15 of row j. */
-static void packed_values16(const piece *pp, uint32_t j, uint32_t qd, __m256 *v0, __m256 *v1) {
-    const __m256i sh = _mm256_loadu_si256((const __m256i *)nibble_shifts);
-    const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
-    /* Each 32-bit half of the nibble word broadcast straight from memory
-     * (a load, not a move out of a general register). */
-    const float *d = (const float *)(const void *)(pp->idx + 4 * j + qd);
-    __m256i lo = _mm256_castps_si256(_mm256_broadcast_ss(d));
-    __m256i hi = _mm256_castps_si256(_mm256_broadcast_ss(d + 1));
-    *v0 = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(lo, sh));
-    *v1 = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(hi, sh));
+static inline void to_lanes(__m256 lo, __m256 hi, __m256 *a, __m256 *b) {
+    __m256 u = _mm256_unpacklo_ps(lo, hi), v = _mm256_unpackhi_ps(lo, hi);
+    *a = _mm256_permute2f128_ps(u, v, 0x20);
+    *b = _mm256_permute2f128_ps(u, v, 0x31);
 }
 
-/* Four query heads at a time, 16 lanes (a quarter of the piece) per
- * pass, so all accumulators stay in registers: sc[h][16qd..] chains over
- * the piece's channels j in order, fma(q[h][c0+j], k[j][t], acc). */
-static void packed_scores4(const piece *pp, const float *qf, uint32_t dim, uint32_t c0,
-                           float *sc) {
+static inline void from_lanes(__m256 a, __m256 b, float *dst) {
+    __m256 u = _mm256_permute2f128_ps(a, b, 0x20), v = _mm256_permute2f128_ps(a, b, 0x31);
+    _mm256_storeu_ps(dst, _mm256_shuffle_ps(u, v, 0x88));
+    _mm256_storeu_ps(dst + 8, _mm256_shuffle_ps(u, v, 0xdd));
+}
+
+/* Group qd (elements 16*qd .. 16*qd+15) of tile j as nibble indices into
+ * the tile's table: 4 + code for a stored element, 0 otherwise. */
+static inline uint64_t group_nibbles(const piece *pp, uint32_t j, uint32_t qd) {
+    uint64_t rev = pp->rev[j];
+    uint32_t rank = (uint32_t)__builtin_popcountll(_bzhi_u64(rev, 16u * qd));
+    uint64_t pres = _pdep_u64(rev >> (16u * qd), UINT64_C(0x1111111111111111));
+    return _pdep_u64(mf_cpu_stream_at(pp->code[j], 2u * rank), pres * 3u) | pres << 2;
+}
+
+/* The 16 values of group nibbles idx of tile j, in lane order. */
+static inline void group_values(const piece *pp, uint32_t j, uint64_t idx, __m256 *v0, __m256 *v1) {
+    const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
+    __m256i w = _mm256_set1_epi64x((long long)idx);
+    *v0 = _mm256_permutevar8x32_ps(
+        tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)nibble_shifts)));
+    *v1 = _mm256_permutevar8x32_ps(
+        tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)(nibble_shifts + 8))));
+}
+
+/* For nh <= 4 heads h, 16 lanes at a time so all accumulators stay in
+ * registers: o[h][i] = fma chain over j < n in order of
+ * fma(x[h][j], tile j element i, acc), from o[h][i] (accumulate) or +0.
+ * Key scores: j a channel, i a token; value combine: j a token, i a
+ * channel. x rows are xs floats apart, o rows os. */
+static inline void packed_mac(const piece *pp, const float *x, size_t xs, uint32_t n, uint32_t nh,
+                              int accumulate, float *o, size_t os) {
     uint32_t qd, j, h;
     for (qd = 0; qd < 4; qd++) {
         __m256 a[4][2];
-        for (h = 0; h < 4; h++) {
-            a[h][0] = _mm256_loadu_ps(sc + (size_t)h * MF_TILE + 16 * qd);
-            a[h][1] = _mm256_loadu_ps(sc + (size_t)h * MF_TILE + 16 * qd + 8);
+        for (h = 0; h < nh; h++) {
+            if (accumulate)
+                to_lanes(_mm256_loadu_ps(o + h * os + 16 * qd),
+                         _mm256_loadu_ps(o + h * os + 16 * qd + 8), &a[h][0], &a[h][1]);
+            else
+                a[h][0] = a[h][1] = _mm256_setzero_ps();
         }
-        for (j = 0; j < MF_TILE; j++) {
-            __m256 k0, k1;
-            packed_values16(pp, j, qd, &k0, &k1);
-            for (h = 0; h < 4; h++) {
-                __m256 qv = _mm256_broadcast_ss(qf + (size_t)h * dim + c0 + j);
-                a[h][0] = _mm256_fmadd_ps(qv, k0, a[h][0]);
-                a[h][1] = _mm256_fmadd_ps(qv, k1, a[h][1]);
-            }
-        }
-        for (h = 0; h < 4; h++) {
-            _mm256_storeu_ps(sc + (size_t)h * MF_TILE + 16 * qd, a[h][0]);
-            _mm256_storeu_ps(sc + (size_t)h * MF_TILE + 16 * qd + 8, a[h][1]);
-        }
-    }
-}
-
-/* The same for one head. */
-static void packed_scores1(const piece *pp, const float *qh, uint32_t c0, float *sh) {
-    uint32_t qd, j;
-    for (qd = 0; qd < 4; qd++) {
-        __m256 a0 = _mm256_loadu_ps(sh + 16 * qd), a1 = _mm256_loadu_ps(sh + 16 * qd + 8);
-        for (j = 0; j < MF_TILE; j++) {
-            __m256 k0, k1, qv = _mm256_broadcast_ss(qh + c0 + j);
-            packed_values16(pp, j, qd, &k0, &k1);
-            a0 = _mm256_fmadd_ps(qv, k0, a0);
-            a1 = _mm256_fmadd_ps(qv, k1, a1);
-        }
-        _mm256_storeu_ps(sh + 16 * qd, a0);
-        _mm256_storeu_ps(sh + 16 * qd + 8, a1);
-    }
-}
-
-/* o[h][16qd..] = sum over tokens t < n in order of fma(e[h][t], v[t][c]),
- * four heads at a time; o rows are `stride` floats apart. */
-static void packed_values4(const piece *pp, const float *e, uint32_t n, float *o, size_t stride) {
-    uint32_t qd, t, h;
-    for (qd = 0; qd < 4; qd++) {
-        __m256 a[4][2];
-        for (h = 0; h < 4; h++)
-            a[h][0] = a[h][1] = _mm256_setzero_ps();
-        for (t = 0; t < n; t++) {
+        for (j = 0; j < n; j++) {
             __m256 v0, v1;
-            packed_values16(pp, t, qd, &v0, &v1);
-            for (h = 0; h < 4; h++) {
-                __m256 ev = _mm256_broadcast_ss(e + (size_t)h * MF_TILE + t);
-                a[h][0] = _mm256_fmadd_ps(ev, v0, a[h][0]);
-                a[h][1] = _mm256_fmadd_ps(ev, v1, a[h][1]);
+            group_values(pp, j, group_nibbles(pp, j, qd), &v0, &v1);
+            for (h = 0; h < nh; h++) {
+                __m256 xv = _mm256_broadcast_ss(x + h * xs + j);
+                a[h][0] = _mm256_fmadd_ps(xv, v0, a[h][0]);
+                a[h][1] = _mm256_fmadd_ps(xv, v1, a[h][1]);
             }
         }
-        for (h = 0; h < 4; h++) {
-            _mm256_storeu_ps(o + h * stride + 16 * qd, a[h][0]);
-            _mm256_storeu_ps(o + h * stride + 16 * qd + 8, a[h][1]);
-        }
+        for (h = 0; h < nh; h++)
+            from_lanes(a[h][0], a[h][1], o + h * os + 16 * qd);
     }
 }
 
-static void packed_values1(const piece *pp, const float *e, uint32_t n, float *o) {
-    uint32_t qd, t;
-    for (qd = 0; qd < 4; qd++) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        for (t = 0; t < n; t++) {
-            __m256 v0, v1, ev = _mm256_broadcast_ss(e + t);
-            packed_values16(pp, t, qd, &v0, &v1);
-            a0 = _mm256_fmadd_ps(ev, v0, a0);
-            a1 = _mm256_fmadd_ps(ev, v1, a1);
-        }
-        _mm256_storeu_ps(o + 16 * qd, a0);
-        _mm256_storeu_ps(o + 16 * qd + 8, a1);
-    }
+/* packed_mac over a group of heads, four at a time. */
+static void packed_group(const piece *pp, const float *x, size_t xs, uint32_t n, uint32_t group,
+                         int accumulate, float *o, size_t os) {
+    uint32_t h = 0;
+    for (; h + 4 <= group; h += 4)
+        packed_mac(pp, x + h * xs, xs, n, 4, accumulate, o + h * os, os);
+    for (; h < group; h++)
+        packed_mac(pp, x + h * xs, xs, n, 1, accumulate, o + h * os, os);
 }
 #endif
 
@@ -222,10 +245,7 @@ static void piece_scores(const piece *pp, const float *qf, uint32_t dim, uint32_
     uint32_t h = 0, c, t, c0 = pc * MF_TILE;
 #if MF_CPU_SIMD
     if (pp->packed) {
-        for (; h + 4 <= group; h += 4)
-            packed_scores4(pp, qf + (size_t)h * dim, dim, c0, sc + (size_t)h * MF_TILE);
-        for (; h < group; h++)
-            packed_scores1(pp, qf + (size_t)h * dim, c0, sc + (size_t)h * MF_TILE);
+        packed_group(pp, qf + c0, dim, MF_TILE, group, 1, sc, MF_TILE);
         return;
     }
 #endif
@@ -277,10 +297,7 @@ static void piece_values(const piece *pp, const float *e, uint32_t n, uint32_t g
     uint32_t h = 0, t, c;
 #if MF_CPU_SIMD
     if (pp->packed) {
-        for (; h + 4 <= group; h += 4)
-            packed_values4(pp, e + (size_t)h * MF_TILE, n, o + h * stride, stride);
-        for (; h < group; h++)
-            packed_values1(pp, e + (size_t)h * MF_TILE, n, o + h * stride);
+        packed_group(pp, e, MF_TILE, n, group, 0, o, stride);
         return;
     }
 #endif
@@ -407,11 +424,10 @@ typedef struct scratch {
     size_t state;
 } scratch;
 
-/* Per-thread scratch: the piece (64x64 floats, 64 code tables of 16
- * floats, 64x4 nibble words), q, scores, weights and the tree stack;
+/* Per-thread scratch: the piece, q, scores, weights and the tree stack;
  * a multiple of 16 floats so every thread's part stays 64-byte aligned. */
 static size_t scratch_floats(uint32_t dim, uint32_t group) {
-    size_t n = (size_t)MF_TILE * MF_TILE + 16u * MF_TILE + 8u * MF_TILE + (size_t)group * dim +
+    size_t n = PIECE_FLOATS + (size_t)group * dim +
                2u * (size_t)group * MF_TILE + LEVELS * state_floats(dim, group);
     return (n + 15u) & ~(size_t)15u;
 }
@@ -537,10 +553,7 @@ static mf_status run_job(const job *jb, float *out, float *ws, size_t ws_bytes) 
         tid = omp_get_thread_num();
 #endif
         base = scr + (size_t)tid * scratch_floats(dim, group);
-        w.pc.buf = base;
-        w.pc.tables = w.pc.buf + MF_TILE * MF_TILE;
-        w.pc.idx = (uint64_t *)(w.pc.tables + 16 * MF_TILE); /* 4 words per tile: 2*16*64 floats */
-        w.qf = w.pc.tables + 16 * MF_TILE + 2 * 4 * MF_TILE;
+        w.qf = piece_bind(&w.pc, base);
         w.sc = w.qf + (size_t)group * dim;
         w.e = w.sc + (size_t)group * MF_TILE;
         w.stack = w.e + (size_t)group * MF_TILE;
@@ -640,13 +653,9 @@ mf_status mf_cpu_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t gro
     for (long long u = 0; u < (long long)(d->rows * nch); u++) {
         uint32_t row = (uint32_t)((uint64_t)u / nch), h0, h, i;
         uint64_t ch = (uint64_t)u % nch;
-        float buf[MF_TILE * MF_TILE], tables[16 * MF_TILE], qf[SCORE_HEADS * 256],
-            sc[SCORE_HEADS * MF_TILE];
-        uint64_t idx[4 * MF_TILE];
+        float space[PIECE_FLOATS], qf[SCORE_HEADS * 256], sc[SCORE_HEADS * MF_TILE];
         piece pp;
-        pp.buf = buf;
-        pp.tables = tables;
-        pp.idx = idx;
+        piece_bind(&pp, space);
         for (h0 = 0; h0 < group; h0 += SCORE_HEADS) {
             uint32_t nh = group - h0 < SCORE_HEADS ? group - h0 : SCORE_HEADS, n;
             const uint16_t *qb = q + ((size_t)row * group + h0) * d->dim;
