@@ -176,13 +176,11 @@ static inline void from_lanes(__m256 a, __m256 b, float *dst) {
     _mm256_storeu_ps(dst + 8, _mm256_shuffle_ps(u, v, 0xdd));
 }
 
-/* Group qd (elements 16*qd .. 16*qd+15) of tile j as nibble indices into
- * the tile's table: 4 + code for a stored element, 0 otherwise. */
+/* Group qd of tile j as nibble indices (mf_cpu_group_nibbles). */
 static inline uint64_t group_nibbles(const piece *pp, uint32_t j, uint32_t qd) {
     uint64_t rev = pp->rev[j];
-    uint32_t rank = (uint32_t)__builtin_popcountll(_bzhi_u64(rev, 16u * qd));
-    uint64_t pres = _pdep_u64(rev >> (16u * qd), UINT64_C(0x1111111111111111));
-    return _pdep_u64(mf_cpu_stream_at(pp->code[j], 2u * rank), pres * 3u) | pres << 2;
+    return mf_cpu_group_nibbles(rev, pp->code[j],
+                                (uint32_t)__builtin_popcountll(_bzhi_u64(rev, 16u * qd)), qd);
 }
 
 /* The 16 values of group nibbles idx of tile j, in lane order. */

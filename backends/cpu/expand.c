@@ -28,9 +28,7 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
         const __m256 tab = _mm256_loadu_ps(table);
         const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
         for (g = 0; g < 4; g++) {
-            uint64_t m = (rb >> (16u * g)) & 0xffffu;
-            uint64_t pres = _pdep_u64(m, UINT64_C(0x1111111111111111));
-            uint64_t idx = _pdep_u64(mf_cpu_stream_at(stream, 2u * n), pres * 3u) | pres << 2;
+            uint64_t m = (rb >> (16u * g)) & 0xffffu, idx = mf_cpu_group_nibbles(rb, stream, n, g);
             __m256i lo = _mm256_set1_epi32((int)(uint32_t)idx);
             __m256i hi = _mm256_set1_epi32((int)(uint32_t)(idx >> 32));
             n += (uint32_t)__builtin_popcountll(m);

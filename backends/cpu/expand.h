@@ -75,21 +75,15 @@ static inline uint64_t mf_cpu_stream_at(const uint8_t *s, uint32_t pos) {
     return x >> (pos & 7u);
 }
 
-/* A 2-bit tile as 64 nibble indices into its code table, 16 per word:
- * nibble i of idx[i/16] is 4 + code for a stored element, 0 otherwise.
- * rb is the tile's bitmap bit-reversed (element i at bit i). Reads like
- * mf_cpu_expand_tile. Inline: it runs once per tile in the attention loop. */
-static inline void mf_cpu_tile_nibbles(uint64_t rb, const uint32_t *w, uint64_t avail,
-                                       uint64_t idx[4]) {
-    uint64_t pad[5];
-    const uint8_t *stream = mf_cpu_code_stream(w, avail, pad);
-    uint32_t n = 0, g;
-    for (g = 0; g < 4; g++) {
-        uint64_t m = (rb >> (16u * g)) & 0xffffu;
-        uint64_t pres = _pdep_u64(m, UINT64_C(0x1111111111111111));
-        idx[g] = _pdep_u64(mf_cpu_stream_at(stream, 2u * n), pres * 3u) | pres << 2;
-        n += (uint32_t)__builtin_popcountll(m);
-    }
+/* Group g (elements 16g .. 16g+15) of a 2-bit tile as 16 nibbles, 4 +
+ * code for a stored element and 0 for an absent one: indices into a code
+ * table whose entries 0-3 are 0.0. rev is the tile's bitmap bit-reversed,
+ * stream its code stream, rank the count of stored elements before the
+ * group. pdep deposits the group's codes at the positions it marks. */
+static inline uint64_t mf_cpu_group_nibbles(uint64_t rev, const uint8_t *stream, uint32_t rank,
+                                            uint32_t g) {
+    uint64_t pres = _pdep_u64(rev >> (16u * g), UINT64_C(0x1111111111111111));
+    return _pdep_u64(mf_cpu_stream_at(stream, 2u * rank), pres * 3u) | pres << 2;
 }
 
 #endif
