@@ -37,21 +37,22 @@ static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const u
                              _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(hi, shifts)));
         }
     } else {
-        /* 8 elements per group as bytes holding the code; two 8-entry
-         * tables by bit 3 of the code, absent elements masked to 0. */
+        /* 8 elements per group as bytes: the code in bits 0-3, bit 4
+         * set for a stored element; two 8-entry tables by bit 3 of the
+         * code, absent elements blended to 0 by bit 4. */
         const __m256 tlo = _mm256_loadu_ps(table), thi = _mm256_loadu_ps(table + 8);
         for (g = 0; g < 8; g++) {
             uint64_t m = (rb >> (8u * g)) & 0xffu;
             uint64_t pres = _pdep_u64(m, UINT64_C(0x0101010101010101));
-            uint64_t codes = _pdep_u64(mf_cpu_stream_at(stream, 4u * n), pres * 15u);
+            uint64_t codes = _pdep_u64(mf_cpu_stream_at(stream, 4u * n), pres * 15u) | pres << 4;
             __m256i c = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)codes));
-            __m256i p = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)(pres * 255u)));
             __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, c),
                                         _mm256_permutevar8x32_ps(thi, c),
                                         _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));
             n += (uint32_t)__builtin_popcountll(m);
-            _mm256_storeu_ps(dst + 8u * g, _mm256_and_ps(v, _mm256_castsi256_ps(
-                                                                _mm256_cmpgt_epi32(p, _mm256_setzero_si256()))));
+            _mm256_storeu_ps(dst + 8u * g,
+                             _mm256_blendv_ps(_mm256_setzero_ps(), v,
+                                              _mm256_castsi256_ps(_mm256_slli_epi32(c, 27))));
         }
     }
 }
