@@ -41,14 +41,14 @@ static uint64_t chunks_of(uint32_t tokens) { return (tokens + MF_TILE - 1) / MF_
 
 /* One piece of a chunk: 64 channels (key) or 64 channels of every token
  * (value), as a 64 x 64 fp32 matrix (key buf[channel][token], value
- * buf[token][channel]) or, for 2-bit tiles with SIMD, as the tiles' own
+ * buf[token][channel]) or, for quantized tiles with SIMD, as the tiles' own
  * bitmaps, code streams and code tables: the FMA loops decode 16 elements
  * at a time into table indices, integer work that runs beside the FMAs
  * (what makes "load as compressed, compute as dense" cheap on a CPU). */
 typedef struct piece {
-    int packed;
+    uint32_t packed;       /* 0: buf; 2 or 4: packed tiles of that many bits */
     float *buf;            /* [64 * 64] */
-    float *tables;         /* [64][16] code tables */
+    float *tables;         /* [64][16] code tables (4 bits packed: fp16 byte planes) */
     uint64_t *rev;         /* packed: [64] bitmaps, element i at bit i */
     const uint8_t **code;  /* packed: [64] code streams, 40 bytes readable */
     uint64_t *pad;         /* packed: [64][5] zero-padded copies near the payload end */
@@ -70,12 +70,12 @@ static float *piece_bind(piece *pp, float *base) {
 }
 
 #if MF_CPU_SIMD
-/* Code stream of a 2-bit tile near the payload end or beyond it, where
+/* Code stream of a tile near the payload end or beyond it, where
  * load_packed's one comparison does not vouch for 10 words: checked
  * exactly, and copied into the tile's pad when fewer are left. */
 static const uint8_t *tail_stream(const mf_ctensor *c, uint32_t j, uint64_t start, uint64_t bm,
                                   piece *pp, int *bad) {
-    uint32_t words = mf_tile_words(mf_popcount64(bm), 2);
+    uint32_t words = mf_tile_words(mf_popcount64(bm), c->desc.bits);
     if (start > c->payload_words || words > c->payload_words - start) {
         *bad = 1;
         pp->rev[j] = 0; /* reads as an empty tile */
@@ -84,7 +84,7 @@ static const uint8_t *tail_stream(const mf_ctensor *c, uint32_t j, uint64_t star
     return mf_cpu_code_stream(c->payload + start, c->payload_words - start, pp->pad + 5 * j);
 }
 
-/* The 2-bit part of load_piece: tiles t0 .. t0+63 as bit-reversed
+/* The packed part of load_piece: tiles t0 .. t0+63 as bit-reversed
  * bitmaps and code streams; next is the first tile's start (native). */
 static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t next, piece *pp,
                         int *bad) {
@@ -94,8 +94,9 @@ static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t n
                                                           (const __m256i *)(c->bitmaps + t0 + j))));
     for (j = 0; j < MF_TILE; j++) {
         uint64_t bm = c->bitmaps[t0 + j], start = native ? next : c->offsets[t0 + j];
-        next = start + mf_tile_words(mf_popcount64(bm), 2);
-        /* a tile has at most 4 words, so 10 readable from start cover it */
+        next = start + mf_tile_words(mf_popcount64(bm), c->desc.bits);
+        /* a tile has at most 8 words, and decoding reads at most 40 bytes
+         * from its start (mf_cpu_stream_at): 10 words cover both */
         pp->code[j] = c->payload_words >= 10 && start <= c->payload_words - 10
                           ? (const uint8_t *)(c->payload + start)
                           : tail_stream(c, j, start, bm, pp, bad);
@@ -133,11 +134,18 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
             for (j = 0; j < c0; j++)
                 next += mf_tile_words(mf_popcount64(c->bitmaps[t0 - c0 + j]), bits);
         }
+        pp->packed = MF_CPU_SIMD ? bits : 0;
+#if MF_CPU_SIMD
+        if (bits == 4) {
+            mf_cpu_code_planes(c->scales + t0, c->zeros + t0, MF_TILE, (uint8_t *)pp->tables);
+            load_packed(c, t0, native, next, pp, bad);
+            return MF_TILE;
+        }
+#endif
         if (bits)
             mf_cpu_code_tables(bits, c->scales + t0, c->zeros + t0, MF_TILE, pp->tables);
-        pp->packed = MF_CPU_SIMD && bits == 2;
 #if MF_CPU_SIMD
-        if (pp->packed) {
+        if (bits == 2) {
             load_packed(c, t0, native, next, pp, bad);
             return MF_TILE;
         }
@@ -176,21 +184,38 @@ static inline void from_lanes(__m256 a, __m256 b, float *dst) {
     _mm256_storeu_ps(dst + 8, _mm256_shuffle_ps(u, v, 0xdd));
 }
 
-/* Group qd of tile j as nibble indices (mf_cpu_group_nibbles). */
-static inline uint64_t group_nibbles(const piece *pp, uint32_t j, uint32_t qd) {
+/* The 16 values of group qd (elements 16qd .. 16qd+15) of packed tile j,
+ * in lane order. 2 bits: nibble indices (mf_cpu_group_nibbles) split by
+ * shifts and looked up with lane permutes. 4 bits: byte indices, the code
+ * or 0x80 for an absent element, looked up in the tile's two byte planes
+ * of fp16 values (a byte shuffle reads 0 where bit 7 is set), then
+ * widened; lane order is then element order. */
+static inline void group_values(const piece *pp, uint32_t bits, uint32_t j, uint32_t qd, __m256 *v0,
+                                __m256 *v1) {
     uint64_t rev = pp->rev[j];
-    return mf_cpu_group_nibbles(rev, pp->code[j],
-                                (uint32_t)__builtin_popcountll(_bzhi_u64(rev, 16u * qd)), qd);
-}
-
-/* The 16 values of group nibbles idx of tile j, in lane order. */
-static inline void group_values(const piece *pp, uint32_t j, uint64_t idx, __m256 *v0, __m256 *v1) {
-    const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
-    __m256i w = _mm256_set1_epi64x((long long)idx);
-    *v0 = _mm256_permutevar8x32_ps(
-        tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)nibble_shifts)));
-    *v1 = _mm256_permutevar8x32_ps(
-        tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)(nibble_shifts + 8))));
+    uint32_t rank = (uint32_t)__builtin_popcountll(_bzhi_u64(rev, 16u * qd));
+    if (bits == 2) {
+        const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
+        __m256i w = _mm256_set1_epi64x((long long)mf_cpu_group_nibbles(rev, pp->code[j], rank, qd));
+        *v0 = _mm256_permutevar8x32_ps(
+            tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)nibble_shifts)));
+        *v1 = _mm256_permutevar8x32_ps(
+            tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)(nibble_shifts + 8))));
+    } else {
+        const uint8_t *planes = (const uint8_t *)pp->tables + 32 * j;
+        uint64_t lo = _pdep_u64(rev >> (16u * qd), UINT64_C(0x0101010101010101));
+        uint64_t hi = _pdep_u64(rev >> (16u * qd + 8u), UINT64_C(0x0101010101010101));
+        uint32_t rank_hi = rank + (uint32_t)__builtin_popcountll(lo);
+        uint64_t w0 = _pdep_u64(mf_cpu_stream_at(pp->code[j], 4u * rank), lo * 15u) |
+                      ((lo << 7) ^ UINT64_C(0x8080808080808080));
+        uint64_t w1 = _pdep_u64(mf_cpu_stream_at(pp->code[j], 4u * rank_hi), hi * 15u) |
+                      ((hi << 7) ^ UINT64_C(0x8080808080808080));
+        __m128i idx = _mm_insert_epi64(_mm_cvtsi64_si128((long long)w0), (long long)w1, 1);
+        __m128i l = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)planes), idx);
+        __m128i h = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(planes + 16)), idx);
+        *v0 = _mm256_cvtph_ps(_mm_unpacklo_epi8(l, h));
+        *v1 = _mm256_cvtph_ps(_mm_unpackhi_epi8(l, h));
+    }
 }
 
 /* For nh <= 4 heads h, 16 lanes at a time so all accumulators stay in
@@ -198,40 +223,59 @@ static inline void group_values(const piece *pp, uint32_t j, uint64_t idx, __m25
  * fma(x[h][j], tile j element i, acc), from o[h][i] (accumulate) or +0.
  * Key scores: j a channel, i a token; value combine: j a token, i a
  * channel. x rows are xs floats apart, o rows os. */
-static inline void packed_mac(const piece *pp, const float *x, size_t xs, uint32_t n, uint32_t nh,
-                              int accumulate, float *o, size_t os) {
+static inline void packed_mac(const piece *pp, uint32_t bits, const float *x, size_t xs, uint32_t n,
+                              uint32_t nh, int accumulate, float *o, size_t os) {
     uint32_t qd, j, h;
     for (qd = 0; qd < 4; qd++) {
         __m256 a[4][2];
         for (h = 0; h < nh; h++) {
-            if (accumulate)
-                to_lanes(_mm256_loadu_ps(o + h * os + 16 * qd),
-                         _mm256_loadu_ps(o + h * os + 16 * qd + 8), &a[h][0], &a[h][1]);
+            __m256 lo = _mm256_setzero_ps(), hi = lo;
+            if (accumulate) {
+                lo = _mm256_loadu_ps(o + h * os + 16 * qd);
+                hi = _mm256_loadu_ps(o + h * os + 16 * qd + 8);
+            }
+            if (bits == 2)
+                to_lanes(lo, hi, &a[h][0], &a[h][1]);
             else
-                a[h][0] = a[h][1] = _mm256_setzero_ps();
+                a[h][0] = lo, a[h][1] = hi;
         }
         for (j = 0; j < n; j++) {
             __m256 v0, v1;
-            group_values(pp, j, group_nibbles(pp, j, qd), &v0, &v1);
+            group_values(pp, bits, j, qd, &v0, &v1);
             for (h = 0; h < nh; h++) {
                 __m256 xv = _mm256_broadcast_ss(x + h * xs + j);
                 a[h][0] = _mm256_fmadd_ps(xv, v0, a[h][0]);
                 a[h][1] = _mm256_fmadd_ps(xv, v1, a[h][1]);
             }
         }
-        for (h = 0; h < nh; h++)
-            from_lanes(a[h][0], a[h][1], o + h * os + 16 * qd);
+        for (h = 0; h < nh; h++) {
+            if (bits == 2)
+                from_lanes(a[h][0], a[h][1], o + h * os + 16 * qd);
+            else {
+                _mm256_storeu_ps(o + h * os + 16 * qd, a[h][0]);
+                _mm256_storeu_ps(o + h * os + 16 * qd + 8, a[h][1]);
+            }
+        }
     }
 }
 
-/* packed_mac over a group of heads, four at a time. */
+/* packed_mac over a group of heads, four at a time, specialized by code
+ * width. */
 static void packed_group(const piece *pp, const float *x, size_t xs, uint32_t n, uint32_t group,
                          int accumulate, float *o, size_t os) {
     uint32_t h = 0;
-    for (; h + 4 <= group; h += 4)
-        packed_mac(pp, x + h * xs, xs, n, 4, accumulate, o + h * os, os);
-    for (; h < group; h++)
-        packed_mac(pp, x + h * xs, xs, n, 1, accumulate, o + h * os, os);
+    for (; h + 4 <= group; h += 4) {
+        if (pp->packed == 2)
+            packed_mac(pp, 2, x + h * xs, xs, n, 4, accumulate, o + h * os, os);
+        else
+            packed_mac(pp, 4, x + h * xs, xs, n, 4, accumulate, o + h * os, os);
+    }
+    for (; h < group; h++) {
+        if (pp->packed == 2)
+            packed_mac(pp, 2, x + h * xs, xs, n, 1, accumulate, o + h * os, os);
+        else
+            packed_mac(pp, 4, x + h * xs, xs, n, 1, accumulate, o + h * os, os);
+    }
 }
 #endif
 

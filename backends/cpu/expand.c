@@ -202,6 +202,37 @@ void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *z
     }
     code_tables_scalar(bits, scales + j, zeros + j, n - j, tables + (size_t)j * per);
 }
+/* Eight tiles at a time: each tile's scale and zero broadcast from the
+ * eight, codes 0-7 and 8-15 dequantized and rounded by F16C, bytes sorted
+ * into the low and the high plane. */
+void mf_cpu_code_planes(const uint16_t *scales, const uint16_t *zeros, uint32_t n, uint8_t *planes) {
+    const __m256 lo = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), hi = _mm256_add_ps(lo, _mm256_set1_ps(8));
+    const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    uint32_t j, i, c;
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 s8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + j)));
+        __m256 z8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(zeros + j)));
+        for (i = 0; i < 8; i++) {
+            __m256 s = _mm256_permutevar8x32_ps(s8, _mm256_set1_epi32((int)i));
+            __m256 z = _mm256_permutevar8x32_ps(z8, _mm256_set1_epi32((int)i));
+            __m128i a = _mm_shuffle_epi8(
+                _mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(lo, z), s), _MM_FROUND_TO_NEAREST_INT), split);
+            __m128i b = _mm_shuffle_epi8(
+                _mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(hi, z), s), _MM_FROUND_TO_NEAREST_INT), split);
+            uint8_t *p = planes + 32u * (j + i);
+            _mm_storeu_si128((__m128i *)p, _mm_unpacklo_epi64(a, b));
+            _mm_storeu_si128((__m128i *)(p + 16), _mm_unpackhi_epi64(a, b));
+        }
+    }
+    for (; j < n; j++) {
+        float s = mf_h2f(scales[j]), z = mf_h2f(zeros[j]);
+        for (c = 0; c < 16; c++) {
+            uint16_t v = mf_dequant(c, s, z);
+            planes[32u * j + c] = (uint8_t)(v & 0xffu);
+            planes[32u * j + 16u + c] = (uint8_t)(v >> 8);
+        }
+    }
+}
 #else
 void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
                         float *tables) {

@@ -25,6 +25,11 @@ static inline uint32_t mf_cpu_table_floats(uint32_t bits) { return bits == 2 ? 8
 void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
                         float *tables);
 
+/* Code values of n 4-bit tiles as fp16 byte planes, 32 bytes per tile:
+ * low bytes of mf_dequant(code, scale, zero) for codes 0-15, then high
+ * bytes (what a byte shuffle looks up). */
+void mf_cpu_code_planes(const uint16_t *scales, const uint16_t *zeros, uint32_t n, uint8_t *planes);
+
 /* One tile to 64 floats in element order. table: its code table (bits
  * 2 or 4; unused for bits 0). w points at the tile's payload; avail words
  * from w on are readable (at least the tile's own, already checked), and
