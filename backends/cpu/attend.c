@@ -160,7 +160,7 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
                 start = 0;
             }
             mf_cpu_expand_tile(bits, bm, pp->tables + (size_t)j * per, c->payload + start,
-                               c->payload_words - start, pp->buf + (size_t)j * MF_TILE);
+                               pp->buf + (size_t)j * MF_TILE);
         }
         return MF_TILE;
     }

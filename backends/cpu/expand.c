@@ -1,9 +1,7 @@
-/* expand.c - tile and dense-row expansion into fp32 (see expand.h).
- *
- * The AVX2 tile path turns each group of elements into indices of a small
- * table of dequantized values: pdep (BMI2) deposits the group's packed
- * codes at the positions its bitmap marks, and a lane permute looks the
- * values up. Absent elements index a 0.0 entry. */
+/* expand.c - tile and dense-row expansion into fp32 and code tables (see
+ * expand.h). With AVX2 the attention loops decode quantized tiles
+ * themselves (attend.c); the tile expansion here serves fp16 tiles there,
+ * and every tile in the portable build. */
 #include <string.h>
 
 #include "../../core/internal.h"
@@ -14,80 +12,19 @@
 #include <immintrin.h>
 #endif
 
-#if MF_CPU_SIMD
-
-static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
-                         uint64_t avail, float *dst) {
-    uint64_t pad[5];
-    const uint8_t *stream = mf_cpu_code_stream(w, avail, pad);
-    uint64_t rb = mf_cpu_bit_reverse(bm);
-    uint32_t n = 0, g;
-    if (bits == 2) {
-        /* 16 elements per group as nibbles: bit 2 = present, bits 0-1 = code;
-         * table entries 0-3 are 0.0, 4+code the values. */
-        const __m256 tab = _mm256_loadu_ps(table);
-        const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-        for (g = 0; g < 4; g++) {
-            uint64_t m = (rb >> (16u * g)) & 0xffffu, idx = mf_cpu_group_nibbles(rb, stream, n, g);
-            __m256i lo = _mm256_set1_epi32((int)(uint32_t)idx);
-            __m256i hi = _mm256_set1_epi32((int)(uint32_t)(idx >> 32));
-            n += (uint32_t)__builtin_popcountll(m);
-            _mm256_storeu_ps(dst + 16u * g, _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(lo, shifts)));
-            _mm256_storeu_ps(dst + 16u * g + 8u,
-                             _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(hi, shifts)));
-        }
-    } else {
-        /* 8 elements per group as bytes: the code in bits 0-3, bit 4
-         * set for a stored element; two 8-entry tables by bit 3 of the
-         * code, absent elements blended to 0 by bit 4. */
-        const __m256 tlo = _mm256_loadu_ps(table), thi = _mm256_loadu_ps(table + 8);
-        for (g = 0; g < 8; g++) {
-            uint64_t m = (rb >> (8u * g)) & 0xffu;
-            uint64_t pres = _pdep_u64(m, UINT64_C(0x0101010101010101));
-            uint64_t codes = _pdep_u64(mf_cpu_stream_at(stream, 4u * n), pres * 15u) | pres << 4;
-            __m256i c = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)codes));
-            __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, c),
-                                        _mm256_permutevar8x32_ps(thi, c),
-                                        _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));
-            n += (uint32_t)__builtin_popcountll(m);
-            _mm256_storeu_ps(dst + 8u * g,
-                             _mm256_blendv_ps(_mm256_setzero_ps(), v,
-                                              _mm256_castsi256_ps(_mm256_slli_epi32(c, 27))));
-        }
-    }
-}
-
-#else
-
-static void expand_codes(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
-                         uint64_t avail, float *dst) {
-    uint32_t n = 0, cpw = mf_codes_per_word(bits), mask = (1u << bits) - 1u;
-    const float *lut = table + mf_cpu_table_floats(bits) - (1u << bits);
-    (void)avail;
+void mf_cpu_expand_tile(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
+                        float *dst) {
+    uint32_t n = 0, cpw = bits ? mf_codes_per_word(bits) : 2, mask = (1u << bits) - 1u;
+    const float *lut = bits ? table + mf_cpu_table_floats(bits) - (1u << bits) : NULL;
     memset(dst, 0, MF_TILE * sizeof *dst);
     while (bm) {
         uint32_t i = (uint32_t)__builtin_clzll(bm);
         bm &= ~(UINT64_C(1) << (63 - i));
-        dst[i] = lut[(w[n / cpw] >> ((n % cpw) * bits)) & mask];
-        n++;
-    }
-}
-
-#endif
-
-void mf_cpu_expand_tile(uint32_t bits, uint64_t bm, const float *table, const uint32_t *w,
-                        uint64_t avail, float *dst) {
-    if (bits == 0) {
-        uint32_t n = 0;
-        memset(dst, 0, MF_TILE * sizeof *dst);
-        while (bm) {
-            uint32_t i = (uint32_t)__builtin_clzll(bm);
-            bm &= ~(UINT64_C(1) << (63 - i));
+        if (bits)
+            dst[i] = lut[(w[n / cpw] >> ((n % cpw) * bits)) & mask];
+        else
             dst[i] = mf_h2f((uint16_t)(w[n / 2] >> (16 * (n % 2))));
-            n++;
-        }
-    } else {
-        expand_codes(bits, bm, table, w, avail, dst);
+        n++;
     }
 }
 

@@ -31,11 +31,10 @@ void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *z
 void mf_cpu_code_planes(const uint16_t *scales, const uint16_t *zeros, uint32_t n, uint8_t *planes);
 
 /* One tile to 64 floats in element order. table: its code table (bits
- * 2 or 4; unused for bits 0). w points at the tile's payload; avail words
- * from w on are readable (at least the tile's own, already checked), and
- * nothing beyond them is read. */
+ * 2 or 4; unused for bits 0). w points at the tile's payload, whose words
+ * the caller has checked; nothing beyond them is read. */
 void mf_cpu_expand_tile(uint32_t bits, uint64_t bitmap, const float *table, const uint32_t *w,
-                        uint64_t avail, float *dst);
+                        float *dst);
 
 #if MF_CPU_SIMD
 #include <immintrin.h>
