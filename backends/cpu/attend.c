@@ -220,9 +220,10 @@ static inline void group_values(const piece *pp, uint32_t bits, uint32_t j, uint
 
 /* For nh <= 4 heads h, 16 lanes at a time so all accumulators stay in
  * registers: o[h][i] = fma chain over j < n in order of
- * fma(x[h][j], tile j element i, acc), from o[h][i] (accumulate) or +0.
+ * fma(x[j][h], tile j element i, acc), from o[h][i] (accumulate) or +0.
  * Key scores: j a channel, i a token; value combine: j a token, i a
- * channel. x rows are xs floats apart, o rows os. */
+ * channel. x rows (one per j, heads side by side, so one pointer serves
+ * all heads) are xs floats apart, o rows os. */
 static inline void packed_mac(const piece *pp, uint32_t bits, const float *x, size_t xs, uint32_t n,
                               uint32_t nh, int accumulate, float *o, size_t os) {
     uint32_t qd, j, h;
@@ -243,7 +244,7 @@ static inline void packed_mac(const piece *pp, uint32_t bits, const float *x, si
             __m256 v0, v1;
             group_values(pp, bits, j, qd, &v0, &v1);
             for (h = 0; h < nh; h++) {
-                __m256 xv = _mm256_broadcast_ss(x + h * xs + j);
+                __m256 xv = _mm256_broadcast_ss(x + (size_t)j * xs + h);
                 a[h][0] = _mm256_fmadd_ps(xv, v0, a[h][0]);
                 a[h][1] = _mm256_fmadd_ps(xv, v1, a[h][1]);
             }
@@ -266,33 +267,33 @@ static void packed_group(const piece *pp, const float *x, size_t xs, uint32_t n,
     uint32_t h = 0;
     for (; h + 4 <= group; h += 4) {
         if (pp->packed == 2)
-            packed_mac(pp, 2, x + h * xs, xs, n, 4, accumulate, o + h * os, os);
+            packed_mac(pp, 2, x + h, xs, n, 4, accumulate, o + h * os, os);
         else
-            packed_mac(pp, 4, x + h * xs, xs, n, 4, accumulate, o + h * os, os);
+            packed_mac(pp, 4, x + h, xs, n, 4, accumulate, o + h * os, os);
     }
     for (; h < group; h++) {
         if (pp->packed == 2)
-            packed_mac(pp, 2, x + h * xs, xs, n, 1, accumulate, o + h * os, os);
+            packed_mac(pp, 2, x + h, xs, n, 1, accumulate, o + h * os, os);
         else
-            packed_mac(pp, 4, x + h * xs, xs, n, 1, accumulate, o + h * os, os);
+            packed_mac(pp, 4, x + h, xs, n, 1, accumulate, o + h * os, os);
     }
 }
 #endif
 
 /* sc[h][t] += in order over the piece's channels: fma(q[h][c], k[c][t]),
  * continuing the chains of earlier pieces (sc starts at +0; the caller
- * applies canon after the last piece). qf is [group][dim]. */
-static void piece_scores(const piece *pp, const float *qf, uint32_t dim, uint32_t group,
-                         uint32_t pc, float *sc) {
+ * applies canon after the last piece). qt is q transposed, [dim][group]. */
+static void piece_scores(const piece *pp, const float *qt, uint32_t group, uint32_t pc,
+                         float *sc) {
     uint32_t h = 0, c, t, c0 = pc * MF_TILE;
+    const float *qp = qt + (size_t)c0 * group;
 #if MF_CPU_SIMD
     if (pp->packed) {
-        packed_group(pp, qf + c0, dim, MF_TILE, group, 1, sc, MF_TILE);
+        packed_group(pp, qp, group, MF_TILE, group, 1, sc, MF_TILE);
         return;
     }
 #endif
     for (; h < group; h++) {
-        const float *qh = qf + (size_t)h * dim + c0;
         float *sh = sc + (size_t)h * MF_TILE;
 #if MF_CPU_SIMD
         /* 64 chains in 8 registers; _mm256_fmadd_ps is fmaf per lane */
@@ -301,7 +302,7 @@ static void piece_scores(const piece *pp, const float *qf, uint32_t dim, uint32_
             a[t] = _mm256_loadu_ps(sh + 8 * t);
         for (c = 0; c < MF_TILE; c++) {
             const float *kc = pp->buf + (size_t)c * MF_TILE;
-            __m256 qc = _mm256_broadcast_ss(qh + c);
+            __m256 qc = _mm256_broadcast_ss(qp + (size_t)c * group + h);
             for (t = 0; t < 8; t++)
                 a[t] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kc + 8 * t), a[t]);
         }
@@ -311,21 +312,21 @@ static void piece_scores(const piece *pp, const float *qf, uint32_t dim, uint32_
         for (c = 0; c < MF_TILE; c++) {
             const float *kc = pp->buf + (size_t)c * MF_TILE;
             for (t = 0; t < MF_TILE; t++)
-                sh[t] = MF_FMA(qh[c], kc[t], sh[t]);
+                sh[t] = MF_FMA(qp[(size_t)c * group + h], kc[t], sh[t]);
         }
 #endif
     }
 }
 
 /* Scores of a whole chunk: sc[h][t] = canon(sum over c of fma(...)). */
-static uint32_t chunk_scores(const source *k, uint32_t row, uint64_t ch, const float *qf,
+static uint32_t chunk_scores(const source *k, uint32_t row, uint64_t ch, const float *qt,
                              uint32_t group, piece *pp, float *sc, int *bad) {
     uint32_t pc, i, n = 0;
     for (i = 0; i < group * MF_TILE; i++)
         sc[i] = 0.0f;
     for (pc = 0; pc < k->dim / MF_TILE; pc++) {
         n = load_piece(k, row, ch, pc, pp, bad);
-        piece_scores(pp, qf, k->dim, group, pc, sc);
+        piece_scores(pp, qt, group, pc, sc);
     }
     for (i = 0; i < group * MF_TILE; i++)
         sc[i] = mf_canon(sc[i]);
@@ -333,18 +334,18 @@ static uint32_t chunk_scores(const source *k, uint32_t row, uint64_t ch, const f
 }
 
 /* o[h][c] = sum over t < n in order of fma(e[h][t], v[t][c]), from +0,
- * for the piece's 64 channels; o rows are `stride` floats apart. */
-static void piece_values(const piece *pp, const float *e, uint32_t n, uint32_t group, float *o,
+ * for the piece's 64 channels; et is e transposed, [64][group]; o rows are
+ * `stride` floats apart. */
+static void piece_values(const piece *pp, const float *et, uint32_t n, uint32_t group, float *o,
                          size_t stride) {
     uint32_t h = 0, t, c;
 #if MF_CPU_SIMD
-    if (pp->packed) {
-        packed_group(pp, e, MF_TILE, n, group, 0, o, stride);
+    if (pp->packed) { /* a compressed chunk: always 64 tokens */
+        packed_group(pp, et, group, MF_TILE, group, 0, o, stride);
         return;
     }
 #endif
     for (; h < group; h++) {
-        const float *eh = e + (size_t)h * MF_TILE;
         float *oh = o + h * stride;
 #if MF_CPU_SIMD
         __m256 a[8];
@@ -352,9 +353,9 @@ static void piece_values(const piece *pp, const float *e, uint32_t n, uint32_t g
             a[c] = _mm256_setzero_ps();
         for (t = 0; t < n; t++) {
             const float *vt = pp->buf + (size_t)t * MF_TILE;
-            __m256 et = _mm256_broadcast_ss(eh + t);
+            __m256 ev = _mm256_broadcast_ss(et + (size_t)t * group + h);
             for (c = 0; c < 8; c++)
-                a[c] = _mm256_fmadd_ps(et, _mm256_loadu_ps(vt + 8 * c), a[c]);
+                a[c] = _mm256_fmadd_ps(ev, _mm256_loadu_ps(vt + 8 * c), a[c]);
         }
         for (c = 0; c < 8; c++)
             _mm256_storeu_ps(oh + 8 * c, a[c]);
@@ -363,7 +364,7 @@ static void piece_values(const piece *pp, const float *e, uint32_t n, uint32_t g
             oh[c] = 0.0f;
         for (t = 0; t < n; t++)
             for (c = 0; c < MF_TILE; c++)
-                oh[c] = MF_FMA(eh[t], pp->buf[(size_t)t * MF_TILE + c], oh[c]);
+                oh[c] = MF_FMA(et[(size_t)t * group + h], pp->buf[(size_t)t * MF_TILE + c], oh[c]);
 #endif
     }
 }
@@ -462,7 +463,7 @@ static void tree_fold(tree *tr, float *(*slot)(void *, uint32_t), void *ctx, uin
 /* Per-thread scratch. */
 typedef struct scratch {
     piece pc;
-    float *qf, *sc, *e, *stack;
+    float *qt, *sc, *et, *stack; /* q and the weights transposed: [dim][group], [64][group] */
     size_t state;
 } scratch;
 
@@ -508,24 +509,27 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
     uint64_t ch;
     tr.depth = 0;
     if (jb->q)
-        for (h = 0; h < group * dim; h++)
-            w->qf[h] = mf_h2f(jb->q[(size_t)row * group * dim + h]);
+        for (h = 0; h < group; h++)
+            for (t = 0; t < dim; t++)
+                w->qt[(size_t)t * group + h] = mf_h2f(jb->q[((size_t)row * group + h) * dim + t]);
     for (ch = c0; ch < c1; ch++) {
         uint32_t n;
         float *st = stack_slot(w, tr.depth);
         if (jb->q) {
-            n = chunk_scores(&jb->k, row, ch, w->qf, group, &w->pc, w->sc, bad);
+            n = chunk_scores(&jb->k, row, ch, w->qt, group, &w->pc, w->sc, bad);
             for (h = 0; h < group; h++) {
-                float *x = w->sc + (size_t)h * MF_TILE, *e = w->e + (size_t)h * MF_TILE;
+                float *x = w->sc + (size_t)h * MF_TILE;
                 float m, l = 0.0f;
                 for (t = 0; t < n; t++)
                     x[t] = MF_MUL(x[t], scale);
                 m = x[0];
                 for (t = 1; t < n; t++)
                     m = x[t] > m ? x[t] : m;
-                mf_cpu_exp_shifted(x, m, n, e);
-                for (t = 0; t < n; t++)
-                    l = MF_ADD(l, e[t]);
+                mf_cpu_exp_shifted(x, m, n, x);
+                for (t = 0; t < n; t++) {
+                    l = MF_ADD(l, x[t]);
+                    w->et[(size_t)t * group + h] = x[t];
+                }
                 st[(size_t)h * (dim + 2u)] = m;
                 st[(size_t)h * (dim + 2u) + 1] = l;
             }
@@ -534,14 +538,14 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
             for (h = 0; h < group; h++) {
                 const float *p = jb->p + ((size_t)row * group + h) * jb->tokens + ch * MF_TILE;
                 for (t = 0; t < n; t++)
-                    w->e[(size_t)h * MF_TILE + t] = p[t];
+                    w->et[(size_t)t * group + h] = p[t];
                 st[(size_t)h * (dim + 2u)] = 0.0f;
                 st[(size_t)h * (dim + 2u) + 1] = 0.0f;
             }
         }
         for (pc = 0; pc < dim / MF_TILE; pc++) {
             load_piece(&jb->v, row, ch, pc, &w->pc, bad);
-            piece_values(&w->pc, w->e, n, group, st + 2 + pc * MF_TILE, dim + 2u);
+            piece_values(&w->pc, w->et, n, group, st + 2 + pc * MF_TILE, dim + 2u);
         }
         tree_push(&tr, stack_slot, w, dim, group);
     }
@@ -595,10 +599,10 @@ static mf_status run_job(const job *jb, float *out, float *ws, size_t ws_bytes) 
         tid = omp_get_thread_num();
 #endif
         base = scr + (size_t)tid * scratch_floats(dim, group);
-        w.qf = piece_bind(&w.pc, base);
-        w.sc = w.qf + (size_t)group * dim;
-        w.e = w.sc + (size_t)group * MF_TILE;
-        w.stack = w.e + (size_t)group * MF_TILE;
+        w.qt = piece_bind(&w.pc, base);
+        w.sc = w.qt + (size_t)group * dim;
+        w.et = w.sc + (size_t)group * MF_TILE;
+        w.stack = w.et + (size_t)group * MF_TILE;
         w.state = state;
 #pragma omp for schedule(dynamic, 1)
         for (long long u = 0; u < (long long)(jb->rows * segs); u++) {
@@ -695,15 +699,16 @@ mf_status mf_cpu_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t gro
     for (long long u = 0; u < (long long)(d->rows * nch); u++) {
         uint32_t row = (uint32_t)((uint64_t)u / nch), h0, h, i;
         uint64_t ch = (uint64_t)u % nch;
-        float space[PIECE_FLOATS], qf[SCORE_HEADS * 256], sc[SCORE_HEADS * MF_TILE];
+        float space[PIECE_FLOATS], qt[SCORE_HEADS * 256], sc[SCORE_HEADS * MF_TILE];
         piece pp;
         piece_bind(&pp, space);
         for (h0 = 0; h0 < group; h0 += SCORE_HEADS) {
             uint32_t nh = group - h0 < SCORE_HEADS ? group - h0 : SCORE_HEADS, n;
             const uint16_t *qb = q + ((size_t)row * group + h0) * d->dim;
-            for (i = 0; i < nh * d->dim; i++)
-                qf[i] = mf_h2f(qb[i]);
-            n = chunk_scores(&s, row, ch, qf, nh, &pp, sc, &bad);
+            for (h = 0; h < nh; h++)
+                for (i = 0; i < d->dim; i++)
+                    qt[(size_t)i * nh + h] = mf_h2f(qb[(size_t)h * d->dim + i]);
+            n = chunk_scores(&s, row, ch, qt, nh, &pp, sc, &bad);
             for (h = 0; h < nh; h++)
                 memcpy(scores + ((size_t)row * group + h0 + h) * d->tokens + ch * MF_TILE,
                        sc + (size_t)h * MF_TILE, n * sizeof *sc);
