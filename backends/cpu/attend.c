@@ -193,7 +193,9 @@ static inline void from_lanes(__m256 a, __m256 b, float *dst) {
 static inline void group_values(const piece *pp, uint32_t bits, uint32_t j, uint32_t qd, __m256 *v0,
                                 __m256 *v1) {
     uint64_t rev = pp->rev[j];
-    uint32_t rank = (uint32_t)__builtin_popcountll(_bzhi_u64(rev, 16u * qd));
+    /* stored elements before the group: a shift by an immediate once qd
+     * is a constant (packed_mac), no mask register */
+    uint32_t rank = qd ? (uint32_t)__builtin_popcountll(rev << (64u - 16u * qd)) : 0u;
     if (bits == 2) {
         const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
         __m256i w = _mm256_set1_epi64x((long long)mf_cpu_group_nibbles(rev, pp->code[j], rank, qd));
@@ -224,40 +226,49 @@ static inline void group_values(const piece *pp, uint32_t bits, uint32_t j, uint
  * Key scores: j a channel, i a token; value combine: j a token, i a
  * channel. x rows (one per j, heads side by side, so one pointer serves
  * all heads) are xs floats apart, o rows os. */
-static inline void packed_mac(const piece *pp, uint32_t bits, const float *x, size_t xs, uint32_t n,
-                              uint32_t nh, int accumulate, float *o, size_t os) {
-    uint32_t qd, j, h;
-    for (qd = 0; qd < 4; qd++) {
-        __m256 a[4][2];
-        for (h = 0; h < nh; h++) {
-            __m256 lo = _mm256_setzero_ps(), hi = lo;
-            if (accumulate) {
-                lo = _mm256_loadu_ps(o + h * os + 16 * qd);
-                hi = _mm256_loadu_ps(o + h * os + 16 * qd + 8);
-            }
-            if (bits == 2)
-                to_lanes(lo, hi, &a[h][0], &a[h][1]);
-            else
-                a[h][0] = lo, a[h][1] = hi;
+static inline __attribute__((always_inline)) void packed_quarter(
+    const piece *pp, uint32_t bits, uint32_t qd, const float *x, size_t xs, uint32_t n, uint32_t nh,
+    int accumulate, float *o, size_t os) {
+    uint32_t j, h;
+    __m256 a[4][2];
+    for (h = 0; h < nh; h++) {
+        __m256 lo = _mm256_setzero_ps(), hi = lo;
+        if (accumulate) {
+            lo = _mm256_loadu_ps(o + h * os + 16 * qd);
+            hi = _mm256_loadu_ps(o + h * os + 16 * qd + 8);
         }
-        for (j = 0; j < n; j++) {
-            __m256 v0, v1;
-            group_values(pp, bits, j, qd, &v0, &v1);
-            for (h = 0; h < nh; h++) {
-                __m256 xv = _mm256_broadcast_ss(x + (size_t)j * xs + h);
-                a[h][0] = _mm256_fmadd_ps(xv, v0, a[h][0]);
-                a[h][1] = _mm256_fmadd_ps(xv, v1, a[h][1]);
-            }
-        }
+        if (bits == 2)
+            to_lanes(lo, hi, &a[h][0], &a[h][1]);
+        else
+            a[h][0] = lo, a[h][1] = hi;
+    }
+    for (j = 0; j < n; j++) {
+        __m256 v0, v1;
+        group_values(pp, bits, j, qd, &v0, &v1);
         for (h = 0; h < nh; h++) {
-            if (bits == 2)
-                from_lanes(a[h][0], a[h][1], o + h * os + 16 * qd);
-            else {
-                _mm256_storeu_ps(o + h * os + 16 * qd, a[h][0]);
-                _mm256_storeu_ps(o + h * os + 16 * qd + 8, a[h][1]);
-            }
+            __m256 xv = _mm256_broadcast_ss(x + (size_t)j * xs + h);
+            a[h][0] = _mm256_fmadd_ps(xv, v0, a[h][0]);
+            a[h][1] = _mm256_fmadd_ps(xv, v1, a[h][1]);
         }
     }
+    for (h = 0; h < nh; h++) {
+        if (bits == 2)
+            from_lanes(a[h][0], a[h][1], o + h * os + 16 * qd);
+        else {
+            _mm256_storeu_ps(o + h * os + 16 * qd, a[h][0]);
+            _mm256_storeu_ps(o + h * os + 16 * qd + 8, a[h][1]);
+        }
+    }
+}
+
+/* The four quarters written out, so each loop sees its group as a
+ * constant (shifts by immediates, no rank for the first). */
+static inline void packed_mac(const piece *pp, uint32_t bits, const float *x, size_t xs, uint32_t n,
+                              uint32_t nh, int accumulate, float *o, size_t os) {
+    packed_quarter(pp, bits, 0, x, xs, n, nh, accumulate, o, os);
+    packed_quarter(pp, bits, 1, x, xs, n, nh, accumulate, o, os);
+    packed_quarter(pp, bits, 2, x, xs, n, nh, accumulate, o, os);
+    packed_quarter(pp, bits, 3, x, xs, n, nh, accumulate, o, os);
 }
 
 /* packed_mac over a group of heads, four at a time, specialized by code
