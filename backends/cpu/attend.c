@@ -417,6 +417,53 @@ void mf_cpu_exp_shifted(const float *x, float m, uint32_t n, float *e) {
         e[t] = mf_exp(MF_SUB(x[t], m));
 }
 
+/* max over x[0..n) folded in order, m = x[t] > m ? x[t] : m from x[0]:
+ * with SIMD, lanes fold strided subsequences by the same rule (maxps is
+ * exactly it) and then fold into m in order; equal to the plain fold, as
+ * a NaN is only kept where x[0] is one, and scores carry no -0. */
+static float chunk_max(const float *x, uint32_t n) {
+    float m = x[0];
+    uint32_t t = 0;
+#if MF_CPU_SIMD
+    if (n >= 8) {
+        float lane[8];
+        __m256 mv = _mm256_set1_ps(m);
+        for (; t + 8 <= n; t += 8)
+            mv = _mm256_max_ps(_mm256_loadu_ps(x + t), mv);
+        _mm256_storeu_ps(lane, mv);
+        for (n -= t, x += t, t = 0; t < 8; t++)
+            m = lane[t] > m ? lane[t] : m;
+        t = 0;
+    }
+#endif
+    for (; t < n; t++)
+        m = x[t] > m ? x[t] : m;
+    return m;
+}
+
+/* l[h * stride] = sum over t < n in order of et[t][h], for every head:
+ * with SIMD four heads per vector, each lane its own ordered sum. */
+static void column_sums(const float *et, uint32_t n, uint32_t group, float *l, size_t stride) {
+    uint32_t h = 0, t;
+#if MF_CPU_SIMD
+    for (; h + 4 <= group; h += 4) {
+        float lane[4];
+        __m128 acc = _mm_setzero_ps();
+        for (t = 0; t < n; t++)
+            acc = _mm_add_ps(acc, _mm_loadu_ps(et + (size_t)t * group + h));
+        _mm_storeu_ps(lane, acc);
+        for (t = 0; t < 4; t++)
+            l[(h + t) * stride] = lane[t];
+    }
+#endif
+    for (; h < group; h++) {
+        float acc = 0.0f;
+        for (t = 0; t < n; t++)
+            acc = MF_ADD(acc, et[(size_t)t * group + h]);
+        l[h * stride] = acc;
+    }
+}
+
 /* A softmax state per query head: [m, l, o[dim]]. */
 static size_t state_floats(uint32_t dim, uint32_t group) { return (size_t)group * (dim + 2u); }
 
@@ -529,21 +576,16 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
         if (jb->q) {
             n = chunk_scores(&jb->k, row, ch, w->qt, group, &w->pc, w->sc, bad);
             for (h = 0; h < group; h++) {
-                float *x = w->sc + (size_t)h * MF_TILE;
-                float m, l = 0.0f;
+                float *x = w->sc + (size_t)h * MF_TILE, m;
                 for (t = 0; t < n; t++)
                     x[t] = MF_MUL(x[t], scale);
-                m = x[0];
-                for (t = 1; t < n; t++)
-                    m = x[t] > m ? x[t] : m;
+                m = chunk_max(x, n);
                 mf_cpu_exp_shifted(x, m, n, x);
-                for (t = 0; t < n; t++) {
-                    l = MF_ADD(l, x[t]);
+                for (t = 0; t < n; t++)
                     w->et[(size_t)t * group + h] = x[t];
-                }
                 st[(size_t)h * (dim + 2u)] = m;
-                st[(size_t)h * (dim + 2u) + 1] = l;
             }
+            column_sums(w->et, n, group, st + 1, dim + 2u);
         } else {
             n = (uint32_t)(jb->tokens - ch * MF_TILE < MF_TILE ? jb->tokens - ch * MF_TILE : MF_TILE);
             for (h = 0; h < group; h++) {
