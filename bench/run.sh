@@ -12,7 +12,7 @@ cmake --build "$B" --target mustafar-bench -j"$(nproc)" >/dev/null
   echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
        "$(grep -m1 MemTotal /proc/meminfo | awk '{printf "%.0f GiB", $2/1048576}')"
   echo "- command: \`bench/run.sh\` (\`$B/mustafar-bench\`; layer: 8 KV heads, 32 query heads," \
-       "D=128, batch 1; median of repeated runs)"
+       "D=128, batch 1; best of three rounds' medians of repeated runs)"
   echo
   "$B/mustafar-bench" 2>/dev/null
 } > bench/RESULTS.md.tmp
