@@ -92,7 +92,26 @@ static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t n
     for (j = 0; j < MF_TILE; j += 4)
         _mm256_storeu_si256((__m256i *)(pp->rev + j), mf_cpu_bit_reverse4(_mm256_loadu_si256(
                                                           (const __m256i *)(c->bitmaps + t0 + j))));
-    for (j = 0; j < MF_TILE; j++) {
+    j = 0;
+#if UINTPTR_MAX == UINT64_MAX
+    /* Reference layout, four tiles at a time: stream = payload + start
+     * while every start leaves 10 words; the first four that do not, and
+     * all after them, go the checked way below. */
+    if (!native && c->payload_words >= 10) {
+        const __m256i base = _mm256_set1_epi64x((long long)(uintptr_t)c->payload);
+        const __m256i safe = _mm256_set1_epi64x((long long)(c->payload_words - 10));
+        for (; j < MF_TILE; j += 4) {
+            __m256i start = _mm256_cvtepu32_epi64(
+                _mm_loadu_si128((const __m128i *)(const void *)(c->offsets + t0 + j)));
+            __m256i over = _mm256_cmpgt_epi64(start, safe);
+            if (!_mm256_testz_si256(over, over))
+                break;
+            _mm256_storeu_si256((__m256i *)(void *)(pp->code + j),
+                                _mm256_add_epi64(base, _mm256_slli_epi64(start, 2)));
+        }
+    }
+#endif
+    for (; j < MF_TILE; j++) {
         uint64_t bm = c->bitmaps[t0 + j], start = native ? next : c->offsets[t0 + j];
         next = start + mf_tile_words(mf_popcount64(bm), c->desc.bits);
         /* a tile has at most 8 words, and decoding reads at most 40 bytes
