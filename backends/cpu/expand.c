@@ -102,43 +102,35 @@ void mf_cpu_expand_dense(const uint16_t *p, uint32_t n, uint32_t stride, mf_kind
 #endif
 
 #if MF_CPU_SIMD
-/* Values of codes 0 .. count-1 (a multiple of 4) of eight tiles: one
- * vector per code across the tiles, rounded through fp16 by F16C (round
- * to nearest even, as mf_f2h), then 4 x 4 transposed so tile i's values
- * land at tables[i * per + at ...]. */
-static void code_runs8(uint32_t at, uint32_t count, __m256 s, __m256 z, uint32_t per,
-                       float *tables) {
-    uint32_t k, i;
-    for (k = 0; k < count; k += 4) {
+/* 2-bit tables eight tiles at a time (the attention loops use no other
+ * width): one vector per code across the tiles, rounded through fp16 by
+ * F16C (round to nearest even, as mf_f2h), then 4 x 4 transposed so tile
+ * i's four values land after its four zeros. */
+void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
+                        float *tables) {
+    uint32_t j = 0, i;
+    for (; bits == 2 && j + 8 <= n; j += 8) {
+        __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + j)));
+        __m256 z = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(zeros + j)));
         __m256 r[4], t0, t1, t2, t3, u[4];
+        float *t = tables + (size_t)j * 8;
         for (i = 0; i < 4; i++)
             r[i] = _mm256_cvtph_ps(_mm256_cvtps_ph(
-                _mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps((float)(k + i)), z), s),
-                _MM_FROUND_TO_NEAREST_INT));
+                _mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps((float)i), z), s), _MM_FROUND_TO_NEAREST_INT));
         t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
         t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
         u[0] = _mm256_shuffle_ps(t0, t2, 0x44), u[1] = _mm256_shuffle_ps(t0, t2, 0xee);
         u[2] = _mm256_shuffle_ps(t1, t3, 0x44), u[3] = _mm256_shuffle_ps(t1, t3, 0xee);
         for (i = 0; i < 4; i++) { /* tile i in the low half, tile i + 4 in the high */
-            _mm_storeu_ps(tables + (size_t)i * per + at + k, _mm256_castps256_ps128(u[i]));
-            _mm_storeu_ps(tables + (size_t)(i + 4) * per + at + k, _mm256_extractf128_ps(u[i], 1));
+            _mm256_storeu_ps(t + 8 * i, _mm256_insertf128_ps(_mm256_setzero_ps(),
+                                                             _mm256_castps256_ps128(u[i]), 1));
+            _mm256_storeu_ps(t + 8 * (i + 4),
+                             _mm256_permute2f128_ps(u[i], u[i], 0x18)); /* (0, high half) */
         }
     }
+    code_tables_scalar(bits, scales + j, zeros + j, n - j, tables + (size_t)j * mf_cpu_table_floats(bits));
 }
 
-void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
-                        float *tables) {
-    uint32_t per = mf_cpu_table_floats(bits), codes = 1u << bits, j, i;
-    for (j = 0; j + 8 <= n; j += 8) {
-        __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + j)));
-        __m256 z = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(zeros + j)));
-        float *t = tables + (size_t)j * per;
-        for (i = 0; i < 8 && per > codes; i++)
-            _mm_storeu_ps(t + (size_t)i * per, _mm_setzero_ps());
-        code_runs8(per - codes, codes, s, z, per, t);
-    }
-    code_tables_scalar(bits, scales + j, zeros + j, n - j, tables + (size_t)j * per);
-}
 /* Eight tiles at a time: each tile's scale and zero broadcast from the
  * eight, codes 0-7 and 8-15 dequantized and rounded by F16C, bytes sorted
  * into the low and the high plane. */
