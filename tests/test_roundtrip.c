@@ -242,3 +242,61 @@ Test(attend, key_scores_match_decoded_dot_products) {
     mf_ctensor_free(&c);
     free(k), free(kd), free(q), free(sc);
 }
+
+/* A tile whose start lies at or past the end of the payload (the tensor
+ * was never validated) makes every compute operation fail with
+ * MF_ERR_OFFSET_RANGE, whatever the code width and layout; restored, the
+ * same tensors work again. */
+static void corrupt_case(uint32_t bits, mf_layout layout, uint32_t bad) {
+    const uint32_t rows = 2, tokens = 64 * 5 + 3, dim = 128, group = 4;
+    uint64_t seed = 11 + bits + 3 * layout;
+    size_t n = (size_t)rows * tokens * dim, no = (size_t)rows * group * dim, ws_bytes;
+    uint16_t *k = th_dense(&seed, n, 3.0f), *v = th_dense(&seed, n, 1.0f);
+    uint16_t *q = th_dense(&seed, no, 1.0f);
+    float *out = (float *)malloc(no * 4), *scores = (float *)malloc((size_t)rows * group * tokens * 4);
+    float *p = (float *)calloc((size_t)rows * group * tokens, 4);
+    mf_desc dk = th_desc(MF_KEY, layout, bits, rows, tokens, dim);
+    mf_desc dv = th_desc(MF_VALUE, layout, bits, rows, tokens, dim);
+    mf_ctensor ck, cv, *cs[2] = {&ck, &cv};
+    mf_sizes s;
+    void *ws;
+    int which;
+    cr_assert_eq(th_encode(&dk, k, 38, &ck), MF_OK);
+    cr_assert_eq(th_encode(&dv, v, 38, &cv), MF_OK);
+    cr_assert_eq(mf_attend_workspace(MF_BACKEND_CPU, &dk, group, &ws_bytes), MF_OK);
+    ws = malloc(ws_bytes);
+    mf_sizes_of(&dk, 0, &s);
+    for (which = 0; which < 2; which++) {
+        mf_ctensor *c = cs[which];
+        uint64_t i = s.offsets / 2;
+        uint32_t saved;
+        if (layout == MF_LAYOUT_REFERENCE) /* a tile that has words */
+            while (i < s.offsets && !c->bitmaps[i])
+                i++;
+        cr_assert_lt(i, s.offsets);
+        saved = c->offsets[i];
+        c->offsets[i] = bad ? bad : (uint32_t)c->payload_words;
+        cr_assert_eq(mf_attend(MF_BACKEND_CPU, &ck, &cv, q, group, out, ws, ws_bytes),
+                     MF_ERR_OFFSET_RANGE, "bits %u layout %d %s", bits, layout, which ? "V" : "K");
+        if (which == 0)
+            cr_assert_eq(mf_key_scores(MF_BACKEND_CPU, c, q, group, scores), MF_ERR_OFFSET_RANGE);
+        else
+            cr_assert_eq(mf_value_combine(MF_BACKEND_CPU, c, p, group, out), MF_ERR_OFFSET_RANGE);
+        c->offsets[i] = saved;
+        cr_assert_eq(mf_attend(MF_BACKEND_CPU, &ck, &cv, q, group, out, ws, ws_bytes), MF_OK);
+    }
+    free(ws);
+    mf_ctensor_free(&ck);
+    mf_ctensor_free(&cv);
+    free(k), free(v), free(q), free(out), free(scores), free(p);
+}
+
+Test(attend, offsets_past_the_payload_fail_every_operation) {
+    uint32_t bits;
+    for (bits = 0; bits <= 4; bits += 2) {
+        corrupt_case(bits, MF_LAYOUT_REFERENCE, 0);
+        corrupt_case(bits, MF_LAYOUT_REFERENCE, 0xffffffffu);
+        corrupt_case(bits, MF_LAYOUT_NATIVE, 0);
+        corrupt_case(bits, MF_LAYOUT_NATIVE, 0xffffffffu);
+    }
+}
