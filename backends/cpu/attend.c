@@ -7,9 +7,11 @@
  * subtrees of that tree, so any thread count gives identical bits.
  *
  * Compressed and dense inputs share all of it: a source expands one chunk
- * of K (channel-major) or V (token-major) into fp32, then the same loops
- * run. Zero terms add nothing after mf_canon, so dense expansion of
- * sparse tiles is exact. */
+ * of K (channel-major) or V (token-major) into fp32, or, for quantized
+ * tiles with SIMD, hands the loops the tiles themselves to decode as they
+ * go (piece); the order of every sum is the same. Zero terms add nothing
+ * after mf_canon, so running the FMAs over the zeros of sparse tiles is
+ * exact. */
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
