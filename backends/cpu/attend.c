@@ -71,14 +71,19 @@ static float *piece_bind(piece *pp, float *base) {
     return base + PIECE_FLOATS;
 }
 
+/* Whether a tile of `words` payload words starting at word `start` lies
+ * inside the payload. */
+static int in_payload(const mf_ctensor *c, uint64_t start, uint32_t words) {
+    return start <= c->payload_words && words <= c->payload_words - start;
+}
+
 #if MF_CPU_SIMD
 /* Code stream of a tile near the payload end or beyond it, where
  * load_packed's one comparison does not vouch for 10 words: checked
  * exactly, and copied into the tile's pad when fewer are left. */
 static const uint8_t *tail_stream(const mf_ctensor *c, uint32_t j, uint64_t start, uint64_t bm,
                                   piece *pp, int *bad) {
-    uint32_t words = mf_tile_words(mf_popcount64(bm), c->desc.bits);
-    if (start > c->payload_words || words > c->payload_words - start) {
+    if (!in_payload(c, start, mf_tile_words(mf_popcount64(bm), c->desc.bits))) {
         *bad = 1;
         pp->rev[j] = 0; /* reads as an empty tile */
         start = 0;
@@ -175,7 +180,7 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
             uint64_t bm = c->bitmaps[t0 + j], start = native ? next : c->offsets[t0 + j];
             uint32_t words = mf_tile_words(mf_popcount64(bm), bits);
             next = start + words;
-            if (start > c->payload_words || words > c->payload_words - start) {
+            if (!in_payload(c, start, words)) {
                 *bad = 1;
                 bm = 0; /* reads as an empty tile */
                 start = 0;
@@ -206,8 +211,10 @@ static inline void from_lanes(__m256 a, __m256 b, float *dst) {
 }
 
 /* The 16 values of group qd (elements 16qd .. 16qd+15) of packed tile j,
- * in lane order. 2 bits: nibble indices (mf_cpu_group_nibbles) split by
- * shifts and looked up with lane permutes. 4 bits: byte indices, the code
+ * in lane order. pdep deposits the group's codes at the positions its
+ * bitmap marks. 2 bits: nibble indices, 4 + code for a stored element and
+ * 0 (a 0.0 entry of the table) for an absent one, split by shifts and
+ * looked up with lane permutes. 4 bits: byte indices, the code
  * or 0x80 for an absent element, looked up in the tile's two byte planes
  * of fp16 values (a byte shuffle reads 0 where bit 7 is set), then
  * widened; lane order is then element order. */
@@ -219,7 +226,9 @@ static inline void group_values(const piece *pp, uint32_t bits, uint32_t j, uint
     uint32_t rank = qd ? (uint32_t)__builtin_popcountll(rev << (64u - 16u * qd)) : 0u;
     if (bits == 2) {
         const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
-        __m256i w = _mm256_set1_epi64x((long long)mf_cpu_group_nibbles(rev, pp->code[j], rank, qd));
+        uint64_t pres = _pdep_u64(rev >> (16u * qd), UINT64_C(0x1111111111111111));
+        __m256i w = _mm256_set1_epi64x(
+            (long long)(_pdep_u64(mf_cpu_stream_at(pp->code[j], 2u * rank), pres * 3u) | pres << 2));
         *v0 = _mm256_permutevar8x32_ps(
             tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)nibble_shifts)));
         *v1 = _mm256_permutevar8x32_ps(
@@ -241,12 +250,9 @@ static inline void group_values(const piece *pp, uint32_t bits, uint32_t j, uint
     }
 }
 
-/* For nh <= 4 heads h, 16 lanes at a time so all accumulators stay in
- * registers: o[h][i] = fma chain over j < n in order of
- * fma(x[j][h], tile j element i, acc), from o[h][i] (accumulate) or +0.
- * Key scores: j a channel, i a token; value combine: j a token, i a
- * channel. x rows (one per j, heads side by side, so one pointer serves
- * all heads) are xs floats apart, o rows os. */
+/* piece_mac's sums for lanes 16qd .. 16qd+15 of nh <= 4 heads of a
+ * packed piece, all accumulators in registers; x rows hold the heads side
+ * by side, so one pointer serves them all. */
 static inline __attribute__((always_inline)) void packed_quarter(
     const piece *pp, uint32_t bits, uint32_t qd, const float *x, size_t xs, uint32_t n, uint32_t nh,
     int accumulate, float *o, size_t os) {
@@ -283,8 +289,10 @@ static inline __attribute__((always_inline)) void packed_quarter(
 }
 
 /* The four quarters written out, so each loop sees its group as a
- * constant (shifts by immediates, no rank for the first). */
-static inline void packed_mac(const piece *pp, uint32_t bits, const float *x, size_t xs, uint32_t n,
+ * constant (shifts by immediates, no rank for the first). Always inlined:
+ * out of line, with its width and head count not constants, a call took
+ * 2.4 ms instead of 1.7. */
+static inline __attribute__((always_inline)) void packed_mac(const piece *pp, uint32_t bits, const float *x, size_t xs, uint32_t n,
                               uint32_t nh, int accumulate, float *o, size_t os) {
     packed_quarter(pp, bits, 0, x, xs, n, nh, accumulate, o, os);
     packed_quarter(pp, bits, 1, x, xs, n, nh, accumulate, o, os);
@@ -312,42 +320,53 @@ static void packed_group(const piece *pp, const float *x, size_t xs, uint32_t n,
 }
 #endif
 
-/* sc[h][t] += in order over the piece's channels: fma(q[h][c], k[c][t]),
- * continuing the chains of earlier pieces (sc starts at +0; the caller
- * applies canon after the last piece). qt is q transposed, [dim][group]. */
-static void piece_scores(const piece *pp, const float *qt, uint32_t group, uint32_t pc,
-                         float *sc) {
-    uint32_t h = 0, c, t, c0 = pc * MF_TILE;
-    const float *qp = qt + (size_t)c0 * group;
+/* For every head h of the group and the piece's 64 lanes i:
+ * o[h][i] = fma chain over rows j < n in order of fma(x[j][h], piece row j
+ * element i, acc), from o[h][i] (accumulate) or +0. Key scores: rows are
+ * channels, x is q transposed, o the scores, continuing the chains of
+ * earlier pieces; value combine: rows are tokens, x the weights
+ * transposed, o the outputs. x rows are xs floats apart, o rows os. */
+static void piece_mac(const piece *pp, const float *x, size_t xs, uint32_t n, uint32_t group,
+                      int accumulate, float *o, size_t os) {
+    uint32_t h, j, i;
 #if MF_CPU_SIMD
     if (pp->packed) {
-        packed_group(pp, qp, group, MF_TILE, group, 1, sc, MF_TILE);
+        packed_group(pp, x, xs, n, group, accumulate, o, os);
         return;
     }
 #endif
-    for (; h < group; h++) {
-        float *sh = sc + (size_t)h * MF_TILE;
+    for (h = 0; h < group; h++) {
+        float *oh = o + h * os;
 #if MF_CPU_SIMD
         /* 64 chains in 8 registers; _mm256_fmadd_ps is fmaf per lane */
         __m256 a[8];
-        for (t = 0; t < 8; t++)
-            a[t] = _mm256_loadu_ps(sh + 8 * t);
-        for (c = 0; c < MF_TILE; c++) {
-            const float *kc = pp->buf + (size_t)c * MF_TILE;
-            __m256 qc = _mm256_broadcast_ss(qp + (size_t)c * group + h);
-            for (t = 0; t < 8; t++)
-                a[t] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kc + 8 * t), a[t]);
+        for (i = 0; i < 8; i++)
+            a[i] = accumulate ? _mm256_loadu_ps(oh + 8 * i) : _mm256_setzero_ps();
+        for (j = 0; j < n; j++) {
+            const float *row = pp->buf + (size_t)j * MF_TILE;
+            __m256 xv = _mm256_broadcast_ss(x + (size_t)j * xs + h);
+            for (i = 0; i < 8; i++)
+                a[i] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row + 8 * i), a[i]);
         }
-        for (t = 0; t < 8; t++)
-            _mm256_storeu_ps(sh + 8 * t, a[t]);
+        for (i = 0; i < 8; i++)
+            _mm256_storeu_ps(oh + 8 * i, a[i]);
 #else
-        for (c = 0; c < MF_TILE; c++) {
-            const float *kc = pp->buf + (size_t)c * MF_TILE;
-            for (t = 0; t < MF_TILE; t++)
-                sh[t] = MF_FMA(qp[(size_t)c * group + h], kc[t], sh[t]);
-        }
+        if (!accumulate)
+            for (i = 0; i < MF_TILE; i++)
+                oh[i] = 0.0f;
+        for (j = 0; j < n; j++)
+            for (i = 0; i < MF_TILE; i++)
+                oh[i] = MF_FMA(x[(size_t)j * xs + h], pp->buf[(size_t)j * MF_TILE + i], oh[i]);
 #endif
     }
+}
+
+/* nh query rows of q ([nh][dim] fp16) as fp32, transposed: qt[c][h]. */
+static void load_q(const uint16_t *q, uint32_t nh, uint32_t dim, float *qt) {
+    uint32_t h, c;
+    for (h = 0; h < nh; h++)
+        for (c = 0; c < dim; c++)
+            qt[(size_t)c * nh + h] = mf_h2f(q[(size_t)h * dim + c]);
 }
 
 /* Scores of a whole chunk: sc[h][t] = canon(sum over c of fma(...)). */
@@ -358,47 +377,11 @@ static uint32_t chunk_scores(const source *k, uint32_t row, uint64_t ch, const f
         sc[i] = 0.0f;
     for (pc = 0; pc < k->dim / MF_TILE; pc++) {
         n = load_piece(k, row, ch, pc, pp, bad);
-        piece_scores(pp, qt, group, pc, sc);
+        piece_mac(pp, qt + (size_t)pc * MF_TILE * group, group, MF_TILE, group, 1, sc, MF_TILE);
     }
     for (i = 0; i < group * MF_TILE; i++)
         sc[i] = mf_canon(sc[i]);
     return n;
-}
-
-/* o[h][c] = sum over t < n in order of fma(e[h][t], v[t][c]), from +0,
- * for the piece's 64 channels; et is e transposed, [64][group]; o rows are
- * `stride` floats apart. */
-static void piece_values(const piece *pp, const float *et, uint32_t n, uint32_t group, float *o,
-                         size_t stride) {
-    uint32_t h = 0, t, c;
-#if MF_CPU_SIMD
-    if (pp->packed) { /* a compressed chunk: always 64 tokens */
-        packed_group(pp, et, group, MF_TILE, group, 0, o, stride);
-        return;
-    }
-#endif
-    for (; h < group; h++) {
-        float *oh = o + h * stride;
-#if MF_CPU_SIMD
-        __m256 a[8];
-        for (c = 0; c < 8; c++)
-            a[c] = _mm256_setzero_ps();
-        for (t = 0; t < n; t++) {
-            const float *vt = pp->buf + (size_t)t * MF_TILE;
-            __m256 ev = _mm256_broadcast_ss(et + (size_t)t * group + h);
-            for (c = 0; c < 8; c++)
-                a[c] = _mm256_fmadd_ps(ev, _mm256_loadu_ps(vt + 8 * c), a[c]);
-        }
-        for (c = 0; c < 8; c++)
-            _mm256_storeu_ps(oh + 8 * c, a[c]);
-#else
-        for (c = 0; c < MF_TILE; c++)
-            oh[c] = 0.0f;
-        for (t = 0; t < n; t++)
-            for (c = 0; c < MF_TILE; c++)
-                oh[c] = MF_FMA(et[(size_t)t * group + h], pp->buf[(size_t)t * MF_TILE + c], oh[c]);
-#endif
-    }
 }
 
 #if MF_CPU_SIMD
@@ -588,9 +571,7 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
     uint64_t ch;
     tr.depth = 0;
     if (jb->q)
-        for (h = 0; h < group; h++)
-            for (t = 0; t < dim; t++)
-                w->qt[(size_t)t * group + h] = mf_h2f(jb->q[((size_t)row * group + h) * dim + t]);
+        load_q(jb->q + (size_t)row * group * dim, group, dim, w->qt);
     for (ch = c0; ch < c1; ch++) {
         uint32_t n;
         float *st = stack_slot(w, tr.depth);
@@ -619,7 +600,7 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
         }
         for (pc = 0; pc < dim / MF_TILE; pc++) {
             load_piece(&jb->v, row, ch, pc, &w->pc, bad);
-            piece_values(&w->pc, w->et, n, group, st + 2 + pc * MF_TILE, dim + 2u);
+            piece_mac(&w->pc, w->et, group, n, group, 0, st + 2 + pc * MF_TILE, dim + 2u);
         }
         tree_push(&tr, stack_slot, w, dim, group);
     }
@@ -771,17 +752,14 @@ mf_status mf_cpu_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t gro
     set_source(&s, k, NULL, MF_KEY, d->tokens, d->dim);
 #pragma omp parallel for schedule(static) reduction(| : bad)
     for (long long u = 0; u < (long long)(d->rows * nch); u++) {
-        uint32_t row = (uint32_t)((uint64_t)u / nch), h0, h, i;
+        uint32_t row = (uint32_t)((uint64_t)u / nch), h0, h;
         uint64_t ch = (uint64_t)u % nch;
         float space[PIECE_FLOATS], qt[SCORE_HEADS * 256], sc[SCORE_HEADS * MF_TILE];
         piece pp;
         piece_bind(&pp, space);
         for (h0 = 0; h0 < group; h0 += SCORE_HEADS) {
             uint32_t nh = group - h0 < SCORE_HEADS ? group - h0 : SCORE_HEADS, n;
-            const uint16_t *qb = q + ((size_t)row * group + h0) * d->dim;
-            for (h = 0; h < nh; h++)
-                for (i = 0; i < d->dim; i++)
-                    qt[(size_t)i * nh + h] = mf_h2f(qb[(size_t)h * d->dim + i]);
+            load_q(q + ((size_t)row * group + h0) * d->dim, nh, d->dim, qt);
             n = chunk_scores(&s, row, ch, qt, nh, &pp, sc, &bad);
             for (h = 0; h < nh; h++)
                 memcpy(scores + ((size_t)row * group + h0 + h) * d->tokens + ch * MF_TILE,

@@ -79,17 +79,6 @@ static inline uint64_t mf_cpu_stream_at(const uint8_t *s, uint32_t pos) {
     return x >> (pos & 7u);
 }
 
-/* Group g (elements 16g .. 16g+15) of a 2-bit tile as 16 nibbles, 4 +
- * code for a stored element and 0 for an absent one: indices into a code
- * table whose entries 0-3 are 0.0. rev is the tile's bitmap bit-reversed,
- * stream its code stream, rank the count of stored elements before the
- * group. pdep deposits the group's codes at the positions it marks. */
-static inline uint64_t mf_cpu_group_nibbles(uint64_t rev, const uint8_t *stream, uint32_t rank,
-                                            uint32_t g) {
-    uint64_t pres = _pdep_u64(rev >> (16u * g), UINT64_C(0x1111111111111111));
-    return _pdep_u64(mf_cpu_stream_at(stream, 2u * rank), pres * 3u) | pres << 2;
-}
-
 #endif
 
 /* 64 channels of n <= 64 dense fp16 token rows p[t*stride + c] into buf:
