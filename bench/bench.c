@@ -4,8 +4,12 @@
  * compressed bytes per element for both layouts. Prints a Markdown table.
  *
  * usage: mustafar-bench [--tokens T ...] [--quick]
+ *        mustafar-bench --loop attend|dense|encode BITS REPS
  * Times are the best of three rounds' medians of repeated runs, each
- * after a warm-up of a fifth of its time budget. */
+ * after a warm-up of a fifth of its time budget. --loop runs one
+ * operation on the T=4096, s=0.7 layer REPS times (for `perf record` and
+ * before/after timings) and prints the median, the fastest run and a
+ * checksum of the attention output, so a change of results shows. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +72,30 @@ static void run_dense(void *p) {
         abort();
 }
 
+/* The layer's dense K, V and q for T = tokens, its output and attention
+ * workspace; 0 when out of memory. */
+static int layer_init(layer *l, uint32_t tokens) {
+    size_t n = (size_t)ROWS * tokens * DIM;
+    mf_desc d = {MF_KEY, MF_LAYOUT_REFERENCE, 2, ROWS, 0, DIM};
+    memset(l, 0, sizeof *l);
+    l->tokens = d.tokens = tokens;
+    l->k = (uint16_t *)malloc(n * 2);
+    l->v = (uint16_t *)malloc(n * 2);
+    l->q = (uint16_t *)malloc((size_t)ROWS * GROUP * DIM * 2);
+    l->out = (float *)calloc((size_t)ROWS * GROUP * DIM, 4);
+    if (!l->k || !l->v || !l->q || !l->out ||
+        mf_attend_workspace(MF_BACKEND_CPU, &d, GROUP, &l->ws_bytes) != MF_OK ||
+        !(l->ws = malloc(l->ws_bytes)))
+        return 0;
+    fprintf(stderr, "T=%u: synthesizing...\n", tokens);
+    mf_synth_layer(1, ROWS, tokens, DIM, GROUP, l->k, l->v, l->q);
+    return 1;
+}
+
+static void layer_free(layer *l) {
+    free(l->k), free(l->v), free(l->q), free(l->out), free(l->ws);
+}
+
 static void setup(layer *l, mf_layout layout, uint32_t bits, double sparsity) {
     mf_desc d = {MF_KEY, MF_LAYOUT_REFERENCE, 0, ROWS, 0, DIM};
     mf_sizes s;
@@ -85,6 +113,25 @@ static void setup(layer *l, mf_layout layout, uint32_t bits, double sparsity) {
         abort();
 }
 
+/* Best of ROUNDS medians of a and, alternating with it, of b (if any):
+ * a burst of load on a shared machine then spoils one round, not the
+ * figure. */
+static void best_medians(bench_fn a, bench_fn b, void *ctx, double budget, double *ta,
+                         double *tb) {
+    int r;
+    *ta = 1e30;
+    if (b)
+        *tb = 1e30;
+    for (r = 0; r < ROUNDS; r++) {
+        double x = median_time(a, ctx, budget / ROUNDS);
+        *ta = x < *ta ? x : *ta;
+        if (b) {
+            x = median_time(b, ctx, budget / ROUNDS);
+            *tb = x < *tb ? x : *tb;
+        }
+    }
+}
+
 static double bytes_per_elem(const layer *l) {
     uint64_t kb, vb;
     mf_ctensor_bytes(&l->ck, &kb);
@@ -92,11 +139,48 @@ static double bytes_per_elem(const layer *l) {
     return (double)(kb + vb) / (2.0 * ROWS * l->tokens * DIM);
 }
 
+/* --loop: op on the T = 4096, s = 0.7 layer, reps times, one timing each. */
+static int loop(const char *op, uint32_t bits, int reps) {
+    bench_fn fn = !strcmp(op, "attend") ? run_attend
+                  : !strcmp(op, "dense") ? run_dense
+                  : !strcmp(op, "encode") ? run_encode
+                                          : NULL;
+    double *t = (double *)malloc((size_t)(reps > 0 ? reps : 1) * sizeof *t), med, sum = 0.0;
+    layer l;
+    int i;
+    if (!fn || (bits != 0 && bits != 2 && bits != 4) || reps < 1) {
+        fprintf(stderr, "usage: mustafar-bench --loop attend|dense|encode BITS(0|2|4) REPS(>=1)\n");
+        free(t);
+        return 2;
+    }
+    if (!t || !layer_init(&l, 4096))
+        return 1;
+    setup(&l, MF_LAYOUT_REFERENCE, bits, 0.7);
+    run_encode(&l);
+    for (i = 0; i < reps; i++) {
+        double t0 = omp_get_wtime();
+        fn(&l);
+        t[i] = omp_get_wtime() - t0;
+    }
+    med = mf_median(t, reps); /* sorts t: t[0] is the fastest */
+    for (i = 0; i < ROWS * GROUP * DIM; i++)
+        sum += l.out[i];
+    printf("%s bits=%u threads=%d: median %.3f ms, fastest %.3f ms, checksum %.9g\n", op, bits,
+           omp_get_max_threads(), med * 1e3, t[0] * 1e3, sum);
+    mf_ctensor_free(&l.ck);
+    mf_ctensor_free(&l.cv);
+    layer_free(&l);
+    free(t);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     uint32_t tokens_list[8] = {4096, 32768};
     int ntok = 2, i, quick = 0, max_threads = omp_get_max_threads();
     const double sparsities[2] = {0.5, 0.7};
     const uint32_t bits_list[2] = {2, 4};
+    if (argc == 5 && strcmp(argv[1], "--loop") == 0)
+        return loop(argv[2], (uint32_t)atoi(argv[3]), atoi(argv[4]));
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = 1;
@@ -106,7 +190,8 @@ int main(int argc, char **argv) {
             if (ntok < 8)
                 tokens_list[ntok++] = (uint32_t)atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: mustafar-bench [--tokens T ...] [--quick]\n");
+            fprintf(stderr, "usage: mustafar-bench [--tokens T ...] [--quick]\n"
+                            "       mustafar-bench --loop attend|dense|encode BITS REPS\n");
             return 2;
         }
     }
@@ -115,30 +200,14 @@ int main(int argc, char **argv) {
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
     for (i = 0; i < ntok; i++) {
         layer l;
-        size_t n;
+        size_t n = (size_t)ROWS * tokens_list[i] * DIM;
         int si, bi;
-        memset(&l, 0, sizeof l);
-        l.tokens = tokens_list[i];
-        n = (size_t)ROWS * l.tokens * DIM;
-        l.k = (uint16_t *)malloc(n * 2);
-        l.v = (uint16_t *)malloc(n * 2);
-        l.q = (uint16_t *)malloc((size_t)ROWS * GROUP * DIM * 2);
-        l.out = (float *)malloc((size_t)ROWS * GROUP * DIM * 4);
-        if (!l.k || !l.v || !l.q || !l.out)
+        if (!layer_init(&l, tokens_list[i]))
             return 1;
-        fprintf(stderr, "T=%u: synthesizing...\n", l.tokens);
-        mf_synth_layer(1, ROWS, l.tokens, DIM, GROUP, l.k, l.v, l.q);
-        omp_set_num_threads(max_threads);
-        {
-            mf_desc d = {MF_KEY, MF_LAYOUT_REFERENCE, 2, ROWS, 0, DIM};
-            d.tokens = l.tokens;
-            mf_attend_workspace(MF_BACKEND_CPU, &d, GROUP, &l.ws_bytes);
-            l.ws = malloc(l.ws_bytes);
-        }
         for (si = 0; si < 2; si++)
             for (bi = 0; bi < (quick ? 1 : 2); bi++) {
                 double enc, bpe_native, bpe_ref;
-                int th, r;
+                int th;
                 layer ln = l;
                 setup(&ln, MF_LAYOUT_NATIVE, bits_list[bi], sparsities[si]);
                 run_encode(&ln);
@@ -149,25 +218,12 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "T=%u s=%.1f b=%u: encoding...\n", l.tokens, sparsities[si],
                         l.bits);
                 omp_set_num_threads(max_threads);
-                enc = 1e30;
-                for (r = 0; r < ROUNDS; r++) {
-                    double a = median_time(run_encode, &l, (quick ? 0.2 : 1.0) / ROUNDS);
-                    enc = a < enc ? a : enc;
-                }
+                best_medians(run_encode, NULL, &l, quick ? 0.2 : 1.0, &enc, NULL);
                 bpe_ref = bytes_per_elem(&l);
                 for (th = 1; th <= max_threads; th++) {
                     double tc, td;
                     omp_set_num_threads(th);
-                    /* Rounds alternate the two, and each keeps its best
-                     * median: a burst of load on a shared machine then
-                     * spoils one round, not the figure. */
-                    tc = td = 1e30;
-                    for (r = 0; r < ROUNDS; r++) {
-                        double a = median_time(run_attend, &l, (quick ? 0.2 : 1.0) / ROUNDS);
-                        double b = median_time(run_dense, &l, (quick ? 0.2 : 1.0) / ROUNDS);
-                        tc = a < tc ? a : tc;
-                        td = b < td ? b : td;
-                    }
+                    best_medians(run_attend, run_dense, &l, quick ? 0.2 : 1.0, &tc, &td);
                     printf("| %u | %.1f | %u | %.4f | %.4f | %.2f | %d | %.3f | %.3f | %.2fx |\n",
                            l.tokens, sparsities[si], l.bits, bpe_ref, bpe_native,
                            4.0 * n / enc / 1e9, th, tc * 1e3, td * 1e3, td / tc);
@@ -176,7 +232,7 @@ int main(int argc, char **argv) {
                 mf_ctensor_free(&l.ck);
                 mf_ctensor_free(&l.cv);
             }
-        free(l.k), free(l.v), free(l.q), free(l.out), free(l.ws);
+        layer_free(&l);
     }
     return 0;
 }
