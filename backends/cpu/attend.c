@@ -54,12 +54,13 @@ typedef struct piece {
     uint64_t *rev;         /* packed: [64] bitmaps, element i at bit i */
     const uint8_t **code;  /* packed: [64] code streams, 40 bytes readable */
     uint64_t *pad;         /* packed: [64][5] zero-padded copies near the payload end */
+    uint64_t *seg;         /* 2 bits packed: [4][64] codes of group g of tile j from bit 0 */
 } piece;
 
 /* Floats of scratch a piece takes (piece_bind), a multiple of 16. */
 #define PIECE_FLOATS                                                                              \
     ((((size_t)MF_TILE * (MF_TILE + 16u) +                                                         \
-       MF_TILE * (6u * sizeof(uint64_t) + sizeof(const uint8_t *)) / sizeof(float)) + 15u) &        \
+       MF_TILE * (10u * sizeof(uint64_t) + sizeof(const uint8_t *)) / sizeof(float)) + 15u) &       \
      ~(size_t)15u)
 
 static float *piece_bind(piece *pp, float *base) {
@@ -67,7 +68,8 @@ static float *piece_bind(piece *pp, float *base) {
     pp->tables = pp->buf + MF_TILE * MF_TILE;
     pp->rev = (uint64_t *)(void *)(pp->tables + 16 * MF_TILE);
     pp->pad = pp->rev + MF_TILE;
-    pp->code = (const uint8_t **)(void *)(pp->pad + 5 * MF_TILE);
+    pp->seg = pp->pad + 5 * MF_TILE;
+    pp->code = (const uint8_t **)(void *)(pp->seg + 4 * MF_TILE);
     return base + PIECE_FLOATS;
 }
 
@@ -130,6 +132,49 @@ static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t n
 }
 #endif
 
+#if MF_CPU_SIMD
+/* The 2-bit code streams cut at the four 16-element groups of each tile,
+ * four tiles per vector: a group's first code is at bit 2 * (stored
+ * elements before it) < 128 of the stream's first 16 bytes, found with
+ * byte popcounts and prefix sums, and shifted down with variable shifts
+ * (which give 0 for counts past 63, so no lane needs a branch). */
+static void code_segments(piece *pp) {
+    const __m256i nibble = _mm256_set1_epi8(0x0f), c64 = _mm256_set1_epi64x(64);
+    const __m256i pop = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const uint64_t *revs = pp->rev;
+    const uint8_t *const *code = pp->code;
+    uint64_t *seg = pp->seg;
+    uint32_t j, g;
+    for (j = 0; j < MF_TILE; j += 4) {
+        __m256i rev = _mm256_loadu_si256((const __m256i *)(revs + j));
+        __m256i bytes = _mm256_add_epi8(
+            _mm256_shuffle_epi8(pop, _mm256_and_si256(rev, nibble)),
+            _mm256_shuffle_epi8(pop, _mm256_and_si256(_mm256_srli_epi16(rev, 4), nibble)));
+        /* 16-bit lane g: stored elements of group g; then their sums up to
+         * g, moved up one lane and doubled: the groups' first bits */
+        __m256i n = _mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1));
+        n = _mm256_add_epi16(n, _mm256_slli_epi64(n, 16));
+        n = _mm256_slli_epi64(_mm256_add_epi16(n, _mm256_slli_epi64(n, 32)), 17);
+        __m256i a = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)code[j])),
+            _mm_loadu_si128((const __m128i *)(const void *)code[j + 2]), 1);
+        __m256i b = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)code[j + 1])),
+            _mm_loadu_si128((const __m128i *)(const void *)code[j + 3]), 1);
+        __m256i lo = _mm256_unpacklo_epi64(a, b), hi = _mm256_unpackhi_epi64(a, b);
+        _mm256_storeu_si256((__m256i *)(void *)(seg + j), lo);
+        for (g = 1; g < 4; g++) {
+            __m256i p = _mm256_and_si256(_mm256_srli_epi64(n, 16 * g), _mm256_set1_epi64x(0xffff));
+            __m256i s = _mm256_or_si256(_mm256_srlv_epi64(lo, p),
+                                        _mm256_sllv_epi64(hi, _mm256_sub_epi64(c64, p)));
+            s = _mm256_or_si256(s, _mm256_srlv_epi64(hi, _mm256_sub_epi64(p, c64)));
+            _mm256_storeu_si256((__m256i *)(void *)(seg + g * MF_TILE + j), s);
+        }
+    }
+}
+#endif
+
 /* Fills piece pc (channels or tiles 64*pc .. 64*pc+63) of chunk ch of
  * row and returns the chunk's token count. A tile whose payload range
  * leaves the payload counts in *bad and reads as 0. */
@@ -173,6 +218,7 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
 #if MF_CPU_SIMD
         if (bits == 2) {
             load_packed(c, t0, native, next, pp, bad);
+            code_segments(pp);
             return MF_TILE;
         }
 #endif
@@ -220,21 +266,21 @@ static inline void from_lanes(__m256 a, __m256 b, float *dst) {
  * widened; lane order is then element order. */
 static inline void group_values(const piece *pp, uint32_t bits, uint32_t j, uint32_t qd, __m256 *v0,
                                 __m256 *v1) {
-    uint64_t rev = pp->rev[j];
-    /* stored elements before the group: a shift by an immediate once qd
-     * is a constant (packed_mac), no mask register */
-    uint32_t rank = qd ? (uint32_t)__builtin_popcountll(rev << (64u - 16u * qd)) : 0u;
     if (bits == 2) {
         const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
-        uint64_t pres = _pdep_u64(rev >> (16u * qd), UINT64_C(0x1111111111111111));
+        uint16_t gm; /* the group's 16 bitmap bits (x86: little-endian) */
+        memcpy(&gm, (const uint8_t *)(pp->rev + j) + 2 * qd, sizeof gm);
+        uint64_t pres = _pdep_u64(gm, UINT64_C(0x1111111111111111));
         __m256i w = _mm256_set1_epi64x(
-            (long long)(_pdep_u64(mf_cpu_stream_at(pp->code[j], 2u * rank), pres * 3u) | pres << 2));
+            (long long)(_pdep_u64(pp->seg[qd * MF_TILE + j], pres * 3u) + pres * 4u));
         *v0 = _mm256_permutevar8x32_ps(
             tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)nibble_shifts)));
         *v1 = _mm256_permutevar8x32_ps(
             tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)(nibble_shifts + 8))));
     } else {
         const uint8_t *planes = (const uint8_t *)pp->tables + 32 * j;
+        uint64_t rev = pp->rev[j];
+        uint32_t rank = qd ? (uint32_t)__builtin_popcountll(rev << (64u - 16u * qd)) : 0u;
         uint64_t lo = _pdep_u64(rev >> (16u * qd), UINT64_C(0x0101010101010101));
         uint64_t hi = _pdep_u64(rev >> (16u * qd + 8u), UINT64_C(0x0101010101010101));
         uint32_t rank_hi = rank + (uint32_t)__builtin_popcountll(lo);
