@@ -163,6 +163,10 @@ Test(attend, compressed_equals_decoded_at_1_2_7_threads) {
     }
     /* a long row: several merge-tree segments */
     attend_case(99, 1, 64 * 37 + 5, 128, 4, 2, MF_LAYOUT_REFERENCE, 0.7);
+    /* full tiles: every 16-element group's codes start at its end bound
+     * (bits 32, 64 and 96 of the stream) */
+    attend_case(100, 2, 64 * 3 + 7, 64, 4, 2, MF_LAYOUT_REFERENCE, 0.0);
+    attend_case(101, 1, 64 * 2, 128, 4, 2, MF_LAYOUT_NATIVE, 0.0);
 }
 
 Test(attend, one_token_returns_its_value_row) {

@@ -134,28 +134,29 @@ static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t n
 
 #if MF_CPU_SIMD
 /* The 2-bit code streams cut at the four 16-element groups of each tile,
- * four tiles per vector: a group's first code is at bit 2 * (stored
- * elements before it) < 128 of the stream's first 16 bytes, found with
- * byte popcounts and prefix sums, and shifted down with variable shifts
- * (which give 0 for counts past 63, so no lane needs a branch). */
+ * four tiles per vector. A group's first code is at bit 2 * (stored
+ * elements before it) of the stream's first 16 bytes: byte popcounts
+ * (doubled) summed over the bytes before it. Group 1 starts within bit
+ * 32, so the low word shifted holds it; group 2 within bit 64, so a
+ * two-word shift; group 3 within 32 bits of group 2. */
 static void code_segments(piece *pp) {
     const __m256i nibble = _mm256_set1_epi8(0x0f), c64 = _mm256_set1_epi64x(64);
-    const __m256i pop = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
-                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i pop2 = _mm256_setr_epi8(0, 2, 2, 4, 2, 4, 4, 6, 2, 4, 4, 6, 4, 6, 6, 8, 0, 2, 2, 4,
+                                          2, 4, 4, 6, 2, 4, 4, 6, 4, 6, 6, 8);
+    const __m256i g0 = _mm256_set1_epi64x(0xffff), g01 = _mm256_set1_epi64x(0xffffffff);
+    const __m256i g2 = _mm256_set1_epi64x(0xffff00000000), zero = _mm256_setzero_si256();
     const uint64_t *revs = pp->rev;
     const uint8_t *const *code = pp->code;
     uint64_t *seg = pp->seg;
-    uint32_t j, g;
+    uint32_t j;
     for (j = 0; j < MF_TILE; j += 4) {
         __m256i rev = _mm256_loadu_si256((const __m256i *)(revs + j));
-        __m256i bytes = _mm256_add_epi8(
-            _mm256_shuffle_epi8(pop, _mm256_and_si256(rev, nibble)),
-            _mm256_shuffle_epi8(pop, _mm256_and_si256(_mm256_srli_epi16(rev, 4), nibble)));
-        /* 16-bit lane g: stored elements of group g; then their sums up to
-         * g, moved up one lane and doubled: the groups' first bits */
-        __m256i n = _mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1));
-        n = _mm256_add_epi16(n, _mm256_slli_epi64(n, 16));
-        n = _mm256_slli_epi64(_mm256_add_epi16(n, _mm256_slli_epi64(n, 32)), 17);
+        __m256i bits = _mm256_add_epi8(
+            _mm256_shuffle_epi8(pop2, _mm256_and_si256(rev, nibble)),
+            _mm256_shuffle_epi8(pop2, _mm256_and_si256(_mm256_srli_epi16(rev, 4), nibble)));
+        __m256i p1 = _mm256_sad_epu8(_mm256_and_si256(bits, g0), zero);
+        __m256i p2 = _mm256_sad_epu8(_mm256_and_si256(bits, g01), zero);
+        __m256i d3 = _mm256_sad_epu8(_mm256_and_si256(bits, g2), zero);
         __m256i a = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)code[j])),
             _mm_loadu_si128((const __m128i *)(const void *)code[j + 2]), 1);
@@ -163,14 +164,12 @@ static void code_segments(piece *pp) {
             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)code[j + 1])),
             _mm_loadu_si128((const __m128i *)(const void *)code[j + 3]), 1);
         __m256i lo = _mm256_unpacklo_epi64(a, b), hi = _mm256_unpackhi_epi64(a, b);
+        __m256i s2 = _mm256_or_si256(_mm256_srlv_epi64(lo, p2),
+                                     _mm256_sllv_epi64(hi, _mm256_sub_epi64(c64, p2)));
         _mm256_storeu_si256((__m256i *)(void *)(seg + j), lo);
-        for (g = 1; g < 4; g++) {
-            __m256i p = _mm256_and_si256(_mm256_srli_epi64(n, 16 * g), _mm256_set1_epi64x(0xffff));
-            __m256i s = _mm256_or_si256(_mm256_srlv_epi64(lo, p),
-                                        _mm256_sllv_epi64(hi, _mm256_sub_epi64(c64, p)));
-            s = _mm256_or_si256(s, _mm256_srlv_epi64(hi, _mm256_sub_epi64(p, c64)));
-            _mm256_storeu_si256((__m256i *)(void *)(seg + g * MF_TILE + j), s);
-        }
+        _mm256_storeu_si256((__m256i *)(void *)(seg + MF_TILE + j), _mm256_srlv_epi64(lo, p1));
+        _mm256_storeu_si256((__m256i *)(void *)(seg + 2 * MF_TILE + j), s2);
+        _mm256_storeu_si256((__m256i *)(void *)(seg + 3 * MF_TILE + j), _mm256_srlv_epi64(s2, d3));
     }
 }
 #endif
