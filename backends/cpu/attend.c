@@ -490,27 +490,48 @@ static float chunk_max(const float *x, uint32_t n) {
     return m;
 }
 
-/* l[h * stride] = sum over t < n in order of et[t][h], for every head:
- * with SIMD four heads per vector, each lane its own ordered sum. */
-static void column_sums(const float *et, uint32_t n, uint32_t group, float *l, size_t stride) {
-    uint32_t h = 0, t;
+/* The weights x[h][t] (rows xs floats apart) of n tokens transposed into
+ * et[t][h]; with l, also l[h * ls] = sum over t < n in order of x[h][t].
+ * With SIMD four heads at a time: 4 x 4 transposes, and the sums four
+ * heads per vector, each lane its own ordered sum. */
+static void put_weights(const float *x, size_t xs, uint32_t n, uint32_t group, float *et,
+                        float *l, size_t ls) {
+    uint32_t h = 0, t, k;
 #if MF_CPU_SIMD
     for (; h + 4 <= group; h += 4) {
         float lane[4];
-        __m128 acc = _mm_setzero_ps();
-        for (t = 0; t < n; t++)
-            acc = _mm_add_ps(acc, _mm_loadu_ps(et + (size_t)t * group + h));
+        __m128 acc = _mm_setzero_ps(), r[4];
+        for (t = 0; t + 4 <= n; t += 4) {
+            for (k = 0; k < 4; k++)
+                r[k] = _mm_loadu_ps(x + (h + k) * xs + t);
+            _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]);
+            for (k = 0; k < 4; k++) {
+                _mm_storeu_ps(et + (size_t)(t + k) * group + h, r[k]);
+                acc = _mm_add_ps(acc, r[k]);
+            }
+        }
+        for (; t < n; t++) {
+            for (k = 0; k < 4; k++)
+                lane[k] = x[(h + k) * xs + t];
+            r[0] = _mm_loadu_ps(lane);
+            _mm_storeu_ps(et + (size_t)t * group + h, r[0]);
+            acc = _mm_add_ps(acc, r[0]);
+        }
         _mm_storeu_ps(lane, acc);
-        for (t = 0; t < 4; t++)
-            l[(h + t) * stride] = lane[t];
+        for (k = 0; l && k < 4; k++)
+            l[(h + k) * ls] = lane[k];
     }
 #endif
     for (; h < group; h++) {
         float acc = 0.0f;
-        for (t = 0; t < n; t++)
-            acc = MF_ADD(acc, et[(size_t)t * group + h]);
-        l[h * stride] = acc;
+        for (t = 0; t < n; t++) {
+            et[(size_t)t * group + h] = x[h * xs + t];
+            acc = MF_ADD(acc, x[h * xs + t]);
+        }
+        if (l)
+            l[h * ls] = acc;
     }
+    (void)k;
 }
 
 /* A softmax state per query head: [m, l, o[dim]]. */
@@ -519,24 +540,45 @@ static size_t state_floats(uint32_t dim, uint32_t group) { return (size_t)group 
 /* a <- merge(a, b): a is the left (earlier) subtree. */
 static void merge_states(float *restrict a, const float *restrict b, uint32_t dim,
                          uint32_t group) {
-    uint32_t h, c;
-    for (h = 0; h < group; h++) {
-        float *x = a + (size_t)h * (dim + 2u);
-        const float *y = b + (size_t)h * (dim + 2u);
-        float m, fa, fb;
-        mf_merge_factors(x[0], y[0], &m, &fa, &fb);
-        x[0] = m;
-        x[1] = mf_merge_term(x[1], fa, y[1], fb);
+    uint32_t h, c, k, nf;
+    for (h = 0; h < group; h += nf) {
+        float m[4], f[8]; /* f: fa of each head, then fb */
+        nf = group - h < 4 ? group - h : 4;
 #if MF_CPU_SIMD
-        /* mf_merge_term per lane: two products and a sum, each rounded */
-        for (c = 0; c < dim; c += 8)
-            _mm256_storeu_ps(x + 2 + c,
-                             _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 2 + c), _mm256_set1_ps(fa)),
-                                           _mm256_mul_ps(_mm256_loadu_ps(y + 2 + c), _mm256_set1_ps(fb))));
-#else
-        for (c = 0; c < dim; c++)
-            x[2 + c] = mf_merge_term(x[2 + c], fa, y[2 + c], fb);
+        /* four heads' factors in one exp8: maxps is the rule's max and
+         * exp8 is mf_exp in every lane */
+        if (nf == 4) {
+            float ms[8];
+            __m128 ma, mb, mm;
+            for (k = 0; k < 4; k++) {
+                ms[k] = a[(size_t)(h + k) * (dim + 2u)];
+                ms[4 + k] = b[(size_t)(h + k) * (dim + 2u)];
+            }
+            ma = _mm_loadu_ps(ms), mb = _mm_loadu_ps(ms + 4), mm = _mm_max_ps(ma, mb);
+            _mm_storeu_ps(m, mm);
+            _mm256_storeu_ps(f, exp8(_mm256_sub_ps(_mm256_loadu_ps(ms),
+                                                   _mm256_set_m128(mm, mm))));
+        } else
 #endif
+            for (k = 0; k < nf; k++)
+                mf_merge_factors(a[(size_t)(h + k) * (dim + 2u)], b[(size_t)(h + k) * (dim + 2u)],
+                                 &m[k], &f[k], &f[4 + k]);
+        for (k = 0; k < nf; k++) {
+            float *x = a + (size_t)(h + k) * (dim + 2u), fa = f[k], fb = f[4 + k];
+            const float *y = b + (size_t)(h + k) * (dim + 2u);
+            x[0] = m[k];
+            x[1] = mf_merge_term(x[1], fa, y[1], fb);
+#if MF_CPU_SIMD
+            /* mf_merge_term per lane: two products and a sum, each rounded */
+            for (c = 0; c < dim; c += 8)
+                _mm256_storeu_ps(
+                    x + 2 + c, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 2 + c), _mm256_set1_ps(fa)),
+                                             _mm256_mul_ps(_mm256_loadu_ps(y + 2 + c), _mm256_set1_ps(fb))));
+#else
+            for (c = 0; c < dim; c++)
+                x[2 + c] = mf_merge_term(x[2 + c], fa, y[2 + c], fb);
+#endif
+        }
     }
 }
 
@@ -628,17 +670,14 @@ static void run_unit(const job *jb, scratch *w, uint32_t row, uint64_t c0, uint6
                     x[t] = MF_MUL(x[t], scale);
                 m = chunk_max(x, n);
                 mf_cpu_exp_shifted(x, m, n, x);
-                for (t = 0; t < n; t++)
-                    w->et[(size_t)t * group + h] = x[t];
                 st[(size_t)h * (dim + 2u)] = m;
             }
-            column_sums(w->et, n, group, st + 1, dim + 2u);
+            put_weights(w->sc, MF_TILE, n, group, w->et, st + 1, dim + 2u);
         } else {
             n = (uint32_t)(jb->tokens - ch * MF_TILE < MF_TILE ? jb->tokens - ch * MF_TILE : MF_TILE);
+            put_weights(jb->p + (size_t)row * group * jb->tokens + ch * MF_TILE, jb->tokens, n, group,
+                        w->et, NULL, 0);
             for (h = 0; h < group; h++) {
-                const float *p = jb->p + ((size_t)row * group + h) * jb->tokens + ch * MF_TILE;
-                for (t = 0; t < n; t++)
-                    w->et[(size_t)t * group + h] = p[t];
                 st[(size_t)h * (dim + 2u)] = 0.0f;
                 st[(size_t)h * (dim + 2u) + 1] = 0.0f;
             }
