@@ -55,6 +55,7 @@ typedef struct piece {
     const uint8_t **code;  /* packed: [64] code streams, 40 bytes readable */
     uint64_t *pad;         /* packed: [64][5] zero-padded copies near the payload end */
     uint64_t *seg;         /* 2 bits packed: [4][64] codes of group g of tile j from bit 0 */
+    int zeroed;            /* tables hold the 2-bit tables' leading zeros */
 } piece;
 
 /* Floats of scratch a piece takes (piece_bind), a multiple of 16. */
@@ -69,6 +70,7 @@ static float *piece_bind(piece *pp, float *base) {
     pp->rev = (uint64_t *)(void *)(pp->tables + 16 * MF_TILE);
     pp->pad = pp->rev + MF_TILE;
     pp->seg = pp->pad + 5 * MF_TILE;
+    pp->zeroed = 0;
     pp->code = (const uint8_t **)(void *)(pp->seg + 4 * MF_TILE);
     return base + PIECE_FLOATS;
 }
@@ -207,11 +209,17 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
         pp->packed = MF_CPU_SIMD ? bits : 0;
 #if MF_CPU_SIMD
         if (bits == 4) {
+            pp->zeroed = 0;
             mf_cpu_code_planes(c->scales + t0, c->zeros + t0, MF_TILE, (uint8_t *)pp->tables);
             load_packed(c, t0, native, next, pp, bad);
             return MF_TILE;
         }
 #endif
+        if (bits == 2 && !pp->zeroed) {
+            for (j = 0; j < MF_TILE; j++)
+                memset(pp->tables + (size_t)j * per, 0, 4 * sizeof(float));
+            pp->zeroed = 1;
+        }
         if (bits)
             mf_cpu_code_tables(bits, c->scales + t0, c->zeros + t0, MF_TILE, pp->tables);
 #if MF_CPU_SIMD
@@ -409,9 +417,23 @@ static void piece_mac(const piece *pp, const float *x, size_t xs, uint32_t n, ui
 /* nh query rows of q ([nh][dim] fp16) as fp32, transposed: qt[c][h]. */
 static void load_q(const uint16_t *q, uint32_t nh, uint32_t dim, float *qt) {
     uint32_t h, c;
-    for (h = 0; h < nh; h++)
+    for (h = 0; h < nh; h++) {
+        const uint16_t *qh = q + (size_t)h * dim;
+#if MF_CPU_SIMD
+        /* F16C gives mf_h2f's value for every fp16 but a signaling NaN,
+         * which it quiets as the first FMA on it would: same scores */
+        for (c = 0; c < dim; c += 8) {
+            float f[8];
+            uint32_t i;
+            _mm256_storeu_ps(f, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(qh + c))));
+            for (i = 0; i < 8; i++)
+                qt[(size_t)(c + i) * nh + h] = f[i];
+        }
+#else
         for (c = 0; c < dim; c++)
-            qt[(size_t)c * nh + h] = mf_h2f(q[(size_t)h * dim + c]);
+            qt[(size_t)c * nh + h] = mf_h2f(qh[c]);
+#endif
+    }
 }
 
 /* Scores of a whole chunk: sc[h][t] = canon(sum over c of fma(...)). */

@@ -33,8 +33,6 @@ static void code_tables_scalar(uint32_t bits, const uint16_t *scales, const uint
     uint32_t per = mf_cpu_table_floats(bits), codes = 1u << bits, j, c;
     for (j = 0; j < n; j++) {
         float *t = tables + (size_t)j * per, s = mf_h2f(scales[j]), z = mf_h2f(zeros[j]);
-        for (c = 0; c < per - codes; c++)
-            t[c] = 0.0f;
         for (c = 0; c < codes; c++)
             t[per - codes + c] = mf_h2f(mf_dequant(c, s, z));
     }
@@ -122,10 +120,8 @@ void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *z
         u[0] = _mm256_shuffle_ps(t0, t2, 0x44), u[1] = _mm256_shuffle_ps(t0, t2, 0xee);
         u[2] = _mm256_shuffle_ps(t1, t3, 0x44), u[3] = _mm256_shuffle_ps(t1, t3, 0xee);
         for (i = 0; i < 4; i++) { /* tile i in the low half, tile i + 4 in the high */
-            _mm256_storeu_ps(t + 8 * i, _mm256_insertf128_ps(_mm256_setzero_ps(),
-                                                             _mm256_castps256_ps128(u[i]), 1));
-            _mm256_storeu_ps(t + 8 * (i + 4),
-                             _mm256_permute2f128_ps(u[i], u[i], 0x18)); /* (0, high half) */
+            _mm_storeu_ps(t + 8 * i + 4, _mm256_castps256_ps128(u[i]));
+            _mm_storeu_ps(t + 8 * (i + 4) + 4, _mm256_extractf128_ps(u[i], 1));
         }
     }
     code_tables_scalar(bits, scales + j, zeros + j, n - j, tables + (size_t)j * mf_cpu_table_floats(bits));

@@ -21,7 +21,9 @@
  * 2 bits preceded by four 0.0 (the value of an absent element). */
 static inline uint32_t mf_cpu_table_floats(uint32_t bits) { return bits == 2 ? 8u : 16u; }
 
-/* Code tables of n tiles: h2f(mf_dequant(code, scale, zero)) per code. */
+/* Code tables of n tiles: h2f(mf_dequant(code, scale, zero)) per code.
+ * Only the code values are written: the four leading zeros of 2-bit
+ * tables are the caller's (they stay from one piece to the next). */
 void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
                         float *tables);
 
