@@ -95,6 +95,39 @@ static const uint8_t *tail_stream(const mf_ctensor *c, uint32_t j, uint64_t star
     return mf_cpu_code_stream(c->payload + start, c->payload_words - start, pp->pad + 5 * j);
 }
 
+/* Payload words of four packed tiles of bmp (mf_tile_words, bits 2 or
+ * 4): byte popcounts summed per tile, rounded up to whole words. */
+static inline __m256i tile_words4(const uint64_t *bmp, uint32_t bits) {
+    const __m256i pop = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    __m256i bm = _mm256_loadu_si256((const __m256i *)(const void *)bmp);
+    __m256i n = _mm256_sad_epu8(
+        _mm256_add_epi8(_mm256_shuffle_epi8(pop, _mm256_and_si256(bm, nibble)),
+                        _mm256_shuffle_epi8(pop, _mm256_and_si256(_mm256_srli_epi16(bm, 4), nibble))),
+        _mm256_setzero_si256());
+    int shift = bits == 2 ? 4 : 3; /* codes per word: 16 or 8 */
+    return _mm256_srli_epi64(_mm256_add_epi64(n, _mm256_set1_epi64x((1 << shift) - 1)), shift);
+}
+
+/* Inclusive prefix sums of four 64-bit lanes. */
+static inline __m256i prefix4(__m256i w) {
+    const __m256i up1 = _mm256_setr_epi64x(0, -1, -1, -1), up2 = _mm256_setr_epi64x(0, 0, -1, -1);
+    w = _mm256_add_epi64(w, _mm256_and_si256(_mm256_permute4x64_epi64(w, 0x90), up1));
+    return _mm256_add_epi64(w, _mm256_and_si256(_mm256_permute4x64_epi64(w, 0x40), up2));
+}
+
+/* Payload words of n (a multiple of 4) packed tiles. */
+static uint64_t words_of(const uint64_t *bmp, uint32_t n, uint32_t bits) {
+    __m256i acc = _mm256_setzero_si256();
+    uint64_t lane[4];
+    uint32_t j;
+    for (j = 0; j < n; j += 4)
+        acc = _mm256_add_epi64(acc, tile_words4(bmp + j, bits));
+    _mm256_storeu_si256((__m256i *)(void *)lane, acc);
+    return lane[0] + lane[1] + lane[2] + lane[3];
+}
+
 /* The packed part of load_piece: tiles t0 .. t0+63 as bit-reversed
  * bitmaps and code streams; next is the first tile's start (native). */
 static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t next, piece *pp,
@@ -120,6 +153,24 @@ static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t n
             _mm256_storeu_si256((__m256i *)(void *)(pp->code + j),
                                 _mm256_add_epi64(base, _mm256_slli_epi64(start, 2)));
         }
+    }
+    /* Native layout, the same with the starts as prefix sums of the
+     * tiles' words from next; on leaving, next is tile j's start. */
+    if (native && c->payload_words >= 10 && next <= c->payload_words) {
+        const __m256i base = _mm256_set1_epi64x((long long)(uintptr_t)c->payload);
+        const __m256i safe = _mm256_set1_epi64x((long long)(c->payload_words - 10));
+        __m256i run = _mm256_set1_epi64x((long long)next);
+        for (; j < MF_TILE; j += 4) {
+            __m256i w = tile_words4(c->bitmaps + t0 + j, c->desc.bits), incl = prefix4(w);
+            __m256i start = _mm256_sub_epi64(_mm256_add_epi64(run, incl), w);
+            __m256i over = _mm256_cmpgt_epi64(start, safe);
+            if (!_mm256_testz_si256(over, over))
+                break;
+            _mm256_storeu_si256((__m256i *)(void *)(pp->code + j),
+                                _mm256_add_epi64(base, _mm256_slli_epi64(start, 2)));
+            run = _mm256_add_epi64(run, _mm256_permute4x64_epi64(incl, 0xff));
+        }
+        next = (uint64_t)_mm256_extract_epi64(run, 0);
     }
 #endif
     for (; j < MF_TILE; j++) {
@@ -203,8 +254,13 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
         int native = c->desc.layout == MF_LAYOUT_NATIVE;
         if (native) { /* the unit's offset plus the words of its tiles before c0 */
             next = c->offsets[mf_native_group(c->desc.rows, row, ch)];
-            for (j = 0; j < c0; j++)
-                next += mf_tile_words(mf_popcount64(c->bitmaps[t0 - c0 + j]), bits);
+#if MF_CPU_SIMD
+            if (bits)
+                next += words_of(c->bitmaps + t0 - c0, c0, bits);
+            else
+#endif
+                for (j = 0; j < c0; j++)
+                    next += mf_tile_words(mf_popcount64(c->bitmaps[t0 - c0 + j]), bits);
         }
         pp->packed = MF_CPU_SIMD ? bits : 0;
 #if MF_CPU_SIMD
