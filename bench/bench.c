@@ -4,12 +4,13 @@
  * compressed bytes per element for both layouts. Prints a Markdown table.
  *
  * usage: mustafar-bench [--tokens T ...] [--quick]
- *        mustafar-bench --loop attend|dense|encode BITS REPS
+ *        mustafar-bench --loop attend|dense|encode BITS REPS [native]
  * Times are the best of three rounds' medians of repeated runs, each
  * after a warm-up of a fifth of its time budget. --loop runs one
  * operation on the T=4096, s=0.7 layer REPS times (for `perf record` and
- * before/after timings) and prints the median, the fastest run and a
- * checksum of the attention output, so a change of results shows. */
+ * before/after timings; the layer in the reference layout, or the native
+ * one) and prints the median, the fastest run and a checksum of the
+ * attention output, so a change of results shows. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +141,7 @@ static double bytes_per_elem(const layer *l) {
 }
 
 /* --loop: op on the T = 4096, s = 0.7 layer, reps times, one timing each. */
-static int loop(const char *op, uint32_t bits, int reps) {
+static int loop(const char *op, uint32_t bits, int reps, mf_layout layout) {
     bench_fn fn = !strcmp(op, "attend") ? run_attend
                   : !strcmp(op, "dense") ? run_dense
                   : !strcmp(op, "encode") ? run_encode
@@ -149,13 +150,14 @@ static int loop(const char *op, uint32_t bits, int reps) {
     layer l;
     int i;
     if (!fn || (bits != 0 && bits != 2 && bits != 4) || reps < 1) {
-        fprintf(stderr, "usage: mustafar-bench --loop attend|dense|encode BITS(0|2|4) REPS(>=1)\n");
+        fprintf(stderr,
+                "usage: mustafar-bench --loop attend|dense|encode BITS(0|2|4) REPS(>=1) [native]\n");
         free(t);
         return 2;
     }
     if (!t || !layer_init(&l, 4096))
         return 1;
-    setup(&l, MF_LAYOUT_REFERENCE, bits, 0.7);
+    setup(&l, layout, bits, 0.7);
     run_encode(&l);
     for (i = 0; i < reps; i++) {
         double t0 = omp_get_wtime();
@@ -165,8 +167,9 @@ static int loop(const char *op, uint32_t bits, int reps) {
     med = mf_median(t, reps); /* sorts t: t[0] is the fastest */
     for (i = 0; i < ROWS * GROUP * DIM; i++)
         sum += l.out[i];
-    printf("%s bits=%u threads=%d: median %.3f ms, fastest %.3f ms, checksum %.9g\n", op, bits,
-           omp_get_max_threads(), med * 1e3, t[0] * 1e3, sum);
+    printf("%s bits=%u %s threads=%d: median %.3f ms, fastest %.3f ms, checksum %.9g\n", op, bits,
+           layout == MF_LAYOUT_NATIVE ? "native" : "reference", omp_get_max_threads(), med * 1e3,
+           t[0] * 1e3, sum);
     mf_ctensor_free(&l.ck);
     mf_ctensor_free(&l.cv);
     layer_free(&l);
@@ -179,8 +182,10 @@ int main(int argc, char **argv) {
     int ntok = 2, i, quick = 0, max_threads = omp_get_max_threads();
     const double sparsities[2] = {0.5, 0.7};
     const uint32_t bits_list[2] = {2, 4};
-    if (argc == 5 && strcmp(argv[1], "--loop") == 0)
-        return loop(argv[2], (uint32_t)atoi(argv[3]), atoi(argv[4]));
+    if ((argc == 5 || (argc == 6 && strcmp(argv[5], "native") == 0)) &&
+        strcmp(argv[1], "--loop") == 0)
+        return loop(argv[2], (uint32_t)atoi(argv[3]), atoi(argv[4]),
+                    argc == 6 ? MF_LAYOUT_NATIVE : MF_LAYOUT_REFERENCE);
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = 1;
@@ -191,7 +196,7 @@ int main(int argc, char **argv) {
                 tokens_list[ntok++] = (uint32_t)atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: mustafar-bench [--tokens T ...] [--quick]\n"
-                            "       mustafar-bench --loop attend|dense|encode BITS REPS\n");
+                            "       mustafar-bench --loop attend|dense|encode BITS REPS [native]\n");
             return 2;
         }
     }
