@@ -95,17 +95,20 @@ static const uint8_t *tail_stream(const mf_ctensor *c, uint32_t j, uint64_t star
     return mf_cpu_code_stream(c->payload + start, c->payload_words - start, pp->pad + 5 * j);
 }
 
-/* Payload words of four packed tiles of bmp (mf_tile_words, bits 2 or
- * 4): byte popcounts summed per tile, rounded up to whole words. */
-static inline __m256i tile_words4(const uint64_t *bmp, uint32_t bits) {
+/* The popcount of each byte of x. */
+static inline __m256i byte_popcounts(__m256i x) {
     const __m256i pop = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
                                          1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i nibble = _mm256_set1_epi8(0x0f);
-    __m256i bm = _mm256_loadu_si256((const __m256i *)(const void *)bmp);
-    __m256i n = _mm256_sad_epu8(
-        _mm256_add_epi8(_mm256_shuffle_epi8(pop, _mm256_and_si256(bm, nibble)),
-                        _mm256_shuffle_epi8(pop, _mm256_and_si256(_mm256_srli_epi16(bm, 4), nibble))),
-        _mm256_setzero_si256());
+    return _mm256_add_epi8(_mm256_shuffle_epi8(pop, _mm256_and_si256(x, nibble)),
+                           _mm256_shuffle_epi8(pop, _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble)));
+}
+
+/* Payload words of four packed tiles of bmp (mf_tile_words, bits 2 or
+ * 4): byte popcounts summed per tile, rounded up to whole words. */
+static inline __m256i tile_words4(const uint64_t *bmp, uint32_t bits) {
+    __m256i n = _mm256_sad_epu8(byte_popcounts(_mm256_loadu_si256((const __m256i *)(const void *)bmp)),
+                                _mm256_setzero_si256());
     int shift = bits == 2 ? 4 : 3; /* codes per word: 16 or 8 */
     return _mm256_srli_epi64(_mm256_add_epi64(n, _mm256_set1_epi64x((1 << shift) - 1)), shift);
 }
@@ -193,9 +196,7 @@ static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t n
  * 32, so the low word shifted holds it; group 2 within bit 64, so a
  * two-word shift; group 3 within 32 bits of group 2. */
 static void code_segments(piece *pp) {
-    const __m256i nibble = _mm256_set1_epi8(0x0f), c64 = _mm256_set1_epi64x(64);
-    const __m256i pop2 = _mm256_setr_epi8(0, 2, 2, 4, 2, 4, 4, 6, 2, 4, 4, 6, 4, 6, 6, 8, 0, 2, 2, 4,
-                                          2, 4, 4, 6, 2, 4, 4, 6, 4, 6, 6, 8);
+    const __m256i c64 = _mm256_set1_epi64x(64);
     const __m256i g0 = _mm256_set1_epi64x(0xffff), g01 = _mm256_set1_epi64x(0xffffffff);
     const __m256i g2 = _mm256_set1_epi64x(0xffff00000000), zero = _mm256_setzero_si256();
     const uint64_t *revs = pp->rev;
@@ -203,10 +204,8 @@ static void code_segments(piece *pp) {
     uint64_t *seg = pp->seg;
     uint32_t j;
     for (j = 0; j < MF_TILE; j += 4) {
-        __m256i rev = _mm256_loadu_si256((const __m256i *)(revs + j));
-        __m256i bits = _mm256_add_epi8(
-            _mm256_shuffle_epi8(pop2, _mm256_and_si256(rev, nibble)),
-            _mm256_shuffle_epi8(pop2, _mm256_and_si256(_mm256_srli_epi16(rev, 4), nibble)));
+        __m256i bits = byte_popcounts(_mm256_loadu_si256((const __m256i *)(revs + j)));
+        bits = _mm256_add_epi8(bits, bits); /* two code bits per stored element */
         __m256i p1 = _mm256_sad_epu8(_mm256_and_si256(bits, g0), zero);
         __m256i p2 = _mm256_sad_epu8(_mm256_and_si256(bits, g01), zero);
         __m256i d3 = _mm256_sad_epu8(_mm256_and_si256(bits, g2), zero);
