@@ -1,15 +1,20 @@
 /* codec.cu - the encoder and decoder on the device.
  *
- * Encoding is the CPU's two passes (backends/cpu/codec.c), one block per
- * (row, block) unit: (1) prune each token row, build bitmaps, scales,
- * zeros and the unit's payload size; a prefix sum over units; (2) write
- * offsets and pack the payload. Pruning keeps core/encode.c's rule: the
- * `keep` largest magnitudes, ties to the lowest channels, never a zero.
- * Errors are keyed like the CPU's scan order so the same one is reported. */
+ * Encoding is one kernel, a block per (row, block) unit, the units taken
+ * in storage order from a ticket counter. A block prunes its 64 token rows
+ * (core/encode.c's rule: the `keep` largest magnitudes, ties to the lowest
+ * channels, never a zero), builds the bitmaps, scales and zeros, and gets
+ * its payload start from the units before it by a decoupled look-back over
+ * per-unit flags; then it writes offsets and payload. The input is read
+ * once and the host reads back one record: the two error keys and the
+ * payload total. Errors are keyed like the CPU's scan order so the same
+ * one is reported. */
+#include <cuda_fp16.h>
+
 #include "common.cuh"
 
-#define THREADS 256
-#define KEY_NONE (~0ull)
+#define THREADS 256 /* the decoder's block */
+#define FULL 0xffffffffu
 
 /* Unit u of the storage order -> (row, block), as unit_coords in codec.c. */
 __device__ static void unit_coords(const mf_view &c, uint64_t u, uint32_t *row, uint64_t *block) {
@@ -22,236 +27,471 @@ __device__ static void unit_coords(const mf_view &c, uint64_t u, uint32_t *row, 
     }
 }
 
-/* The unit's 64 x dim dense input into shared memory (16-byte aligned).
- * Every load of a thread is issued before its first store: the input is
- * read once per unit, and a loop of dependent 2-byte loads spent most of
- * the encoder's time waiting on memory. */
-__device__ static void load_block(const mf_view &c, const uint16_t *dense, uint64_t u,
-                                  uint16_t *blk) {
-    uint32_t row, i, k, n = MF_TILE * c.dim;
-    uint64_t block;
-    const uint16_t *src;
+/* The workspace's front, zeroed before each call: the error keys, stored
+ * complemented so that zero means none and atomicMax keeps the smallest
+ * key; the payload total; the ticket counter. Per-unit flags follow. */
+struct enc_ctl {
+    unsigned long long window_key, unit_key, total, ticket;
+};
+#define CTL_BYTES 256u
+
+/* A unit's flag: 0 until published, then its word count (AGG) or the
+ * inclusive prefix of word counts up to it (INC) in the low 62 bits. */
+#define FLAG_AGG (1ull << 62)
+#define FLAG_INC (2ull << 62)
+#define FLAG_VALUE (FLAG_AGG - 1)
+
+__device__ static inline void publish(unsigned long long *flags, uint64_t u,
+                                      unsigned long long f) {
+    ((volatile unsigned long long *)flags)[u] = f;
+}
+
+/* Payload words of the units before u (one warp): reads 32 predecessors'
+ * flags at a time, waiting for each to be published, and sums back to the
+ * nearest inclusive prefix. A unit waits only on lower tickets, whose
+ * blocks are running or done, so the wait ends. Word counts of a unit are
+ * at most 8192, so 32 of them fit a 32-bit sum. */
+__device__ static uint64_t lookback(const unsigned long long *flags, uint64_t u) {
+    const uint32_t lane = threadIdx.x % 32;
+    uint64_t sum = 0, end = u;
+    while (end > 0) {
+        unsigned long long f = FLAG_INC; /* before unit 0: the prefix 0 */
+        uint32_t inc;
+        if (end > lane)
+            do
+                f = ((const volatile unsigned long long *)flags)[end - 1 - lane];
+            while (!(f >> 62));
+        inc = __ballot_sync(FULL, (f >> 62) == 2);
+        if (inc) {
+            uint32_t first = __ffs(inc) - 1;
+            sum += __reduce_add_sync(FULL, lane < first ? (uint32_t)(f & FLAG_VALUE) : 0u);
+            return sum + __shfl_sync(FULL, f & FLAG_VALUE, first);
+        }
+        sum += __reduce_add_sync(FULL, (uint32_t)(f & FLAG_VALUE));
+        end = end > 32 ? end - 32 : 0;
+    }
+    return sum;
+}
+
+__device__ static inline __half2 as_h2(uint32_t x) {
+    __half2 h;
+    memcpy(&h, &x, sizeof h);
+    return h;
+}
+
+/* Token row magnitudes are held as 16 words of fp16 pairs (channel 2w in
+ * the low half of word w); for finite non-negative fp16 values the order
+ * of the half compare is the order of the bits, so the packed compares of
+ * the hardware count and select them. */
+
+/* How many of the row's magnitudes are >= t (fp16 bits in both halves):
+ * the counts of each half stay exact in fp16 (at most 128). The row's
+ * TPR threads are adjacent lanes. */
+template <int TPR>
+__device__ static inline uint32_t row_count_ge(const uint32_t (&a)[16], uint32_t t) {
+    __half2 acc = __hge2(as_h2(a[0]), as_h2(t));
+#pragma unroll
+    for (int w = 1; w < 16; w++)
+        acc = __hadd2(acc, __hge2(as_h2(a[w]), as_h2(t)));
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o /= 2)
+        acc = __hadd2(acc, __shfl_xor_sync(FULL, acc, o));
+    return (uint32_t)__half2float(__hadd(__low2half(acc), __high2half(acc)));
+}
+
+/* A mask over the 16 words, from 0xffff-per-half compare results: channel
+ * 2w at bit w, channel 2w + 1 at bit 16 + w (one LOP3 per word). */
+__device__ static inline uint32_t mask_bits(uint32_t m, int w) { return m & (0x10001u << w); }
+
+/* That mask in the tile order: channel c at bit 31 - c. Interleaving the
+ * halves (Hacker's Delight's outer perfect shuffle) gives channel c at
+ * bit c; the reversal finishes it. */
+__device__ static inline uint32_t mask_order(uint32_t x) {
+    x = (x & 0xff0000ffu) | ((x >> 8) & 0x0000ff00u) | ((x & 0x0000ff00u) << 8);
+    x = (x & 0xf00ff00fu) | ((x >> 4) & 0x00f000f0u) | ((x & 0x00f000f0u) << 4);
+    x = (x & 0xc3c3c3c3u) | ((x >> 2) & 0x0c0c0c0cu) | ((x & 0x0c0c0c0cu) << 2);
+    x = (x & 0x99999999u) | ((x >> 1) & 0x22222222u) | ((x & 0x22222222u) << 1);
+    return __brev(x);
+}
+
+/* Transposes the 32 x 32 bit matrix held one row per lane (column k at
+ * bit 31 - k) by swapping off-diagonal blocks, halving their size. */
+__device__ static inline uint32_t transpose32(uint32_t a) {
+    const uint32_t lane = threadIdx.x % 32;
+    uint32_t m = 0x0000ffffu;
+#pragma unroll
+    for (uint32_t j = 16; j > 0; j >>= 1, m ^= m << j) {
+        uint32_t x = __shfl_xor_sync(FULL, a, j);
+        a = (lane & j) ? (a & m) | ((x & m) << j) : (a & ~m) | ((x & ~m) >> j);
+    }
+    return a;
+}
+
+/* Total-order key of a finite fp16 value (signed integer order), and back. */
+__device__ static inline int32_t h_key(uint32_t h) {
+    return (h & 0x8000u) ? -(int32_t)(h & 0x7fffu) : (int32_t)h;
+}
+__device__ static inline uint16_t key_h(int32_t k) {
+    return k < 0 ? (uint16_t)(0x8000u | (uint32_t)-k) : (uint16_t)k;
+}
+
+/* b with its first n set bits (from bit 63 down) cleared: a binary search
+ * for the element index of set bit n. */
+__device__ static inline uint64_t skip_bits(uint64_t b, uint32_t n) {
+    uint32_t p = 0;
+#pragma unroll
+    for (uint32_t s = 32; s > 0; s >>= 1)
+        if ((uint32_t)__popcll(b >> (64 - (p + s))) <= n)
+            p += s;
+    return b & (~0ull >> p);
+}
+
+/* Codes per chunk: a tile's nonzeros are packed 16 at a time, by one
+ * thread each, so the threads share the unit's nonzeros evenly whatever
+ * the tiles' sizes; 16 codes are one word (2 bits), two (4 bits) or eight
+ * (fp16), so no two chunks share a word. */
+#define CHUNK 16u
+
+/* Dense window elements per thread of a window block. */
+#define WINDOW_PER_THREAD 4u
+
+/* One unit, or a share of the dense window for tickets past the units.
+ * D: head dim; 2 * D threads; thread (row r, part q) prunes channels
+ * 32q .. 32q + 31 of token row r. Registers capped for 1536 threads per
+ * SM (6 blocks at D = 128, 40 registers, a few bytes spilled): 2-3% faster
+ * than the 5 blocks that 47 registers allow (bench/GPU-NOTES.md). */
+template <int D, int BITS>
+__global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
+    encode_kernel(mf_view c, uint64_t *bitmaps, uint16_t *scales, uint16_t *zeros,
+                  uint32_t *offsets, uint32_t *payload, uint16_t *window,
+                  const uint16_t *dense, uint32_t keep, uint64_t capacity, uint64_t units,
+                  enc_ctl *ctl, unsigned long long *flags) {
+    constexpr uint32_t NT = 2 * D, TPR = D / 32;
+    __shared__ uint4 blk4[MF_TILE * D / 8]; /* the unit's input, row-major */
+    __shared__ uint32_t rows[MF_TILE][TPR + 1]; /* keep masks, channel 32q + c at bit 31 - c */
+    __shared__ uint64_t bm[D];                   /* tile bitmaps */
+    __shared__ uint32_t wstart[D];               /* tile start words in the unit */
+    __shared__ uint16_t chunk_tile[D * MF_TILE / CHUNK]; /* tile << 2 | chunk in tile */
+    __shared__ int32_t kmin[D], kmax[D];         /* min and max keys of each tile */
+    __shared__ float sf[D], zf[D];               /* scale and zero of each tile */
+    __shared__ uint32_t wsum[NT / 32];
+    __shared__ unsigned long long s_u, s_start;
+    __shared__ int s_bad;
+    const uint16_t *blk = (const uint16_t *)blk4;
+    const uint32_t tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    uint64_t u, block, t0, start;
+    uint32_t row, words, chunks, h;
+
+    if (tid == 0) {
+        s_u = atomicAdd(&ctl->ticket, 1ull);
+        s_bad = 0;
+    }
+    __syncthreads();
+    u = s_u;
+    if (u >= units) {
+        uint64_t wt = c.tokens % MF_TILE, n = (uint64_t)c.rows * wt * D;
+        uint64_t w = (u - units) * NT * WINDOW_PER_THREAD + tid;
+        for (h = 0; h < WINDOW_PER_THREAD; h++, w += NT)
+            if (w < n) {
+                uint64_t r = w / (wt * D), rest = w % (wt * D);
+                uint16_t x = dense[(r * c.tokens + c.blocks * MF_TILE) * D + rest];
+                if (!mf_h_finite(x))
+                    atomicMax(&ctl->window_key, ~(unsigned long long)w);
+                window[w] = x;
+            }
+        return;
+    }
+    t0 = u * D;
+
+    /* The input, read once with 16-byte loads all issued before the
+     * first store (4 per thread). */
     unit_coords(c, u, &row, &block);
-    src = dense + ((uint64_t)row * c.tokens + block * MF_TILE) * c.dim;
-    if ((uintptr_t)src % 16u == 0) {
-        const uint4 *s4 = (const uint4 *)src;
-        uint4 *d4 = (uint4 *)blk, v[8];
-        for (i = threadIdx.x; i < n / 8; i += 8 * blockDim.x) {
+    {
+        const uint16_t *src = dense + ((uint64_t)row * c.tokens + block * MF_TILE) * D;
+        if ((uintptr_t)src % 16u == 0) {
+            uint4 v[4];
 #pragma unroll
-            for (k = 0; k < 8; k++)
-                if (i + k * blockDim.x < n / 8)
-                    v[k] = s4[i + k * blockDim.x];
+            for (h = 0; h < 4; h++)
+                v[h] = __ldcs((const uint4 *)src + tid + h * NT);
 #pragma unroll
-            for (k = 0; k < 8; k++)
-                if (i + k * blockDim.x < n / 8)
-                    d4[i + k * blockDim.x] = v[k];
-        }
-    } else {
-        for (i = threadIdx.x; i < n; i += blockDim.x)
-            blk[i] = src[i];
-    }
-    __syncthreads();
-}
-
-__device__ static uint32_t warp_sum(uint32_t x) { return __reduce_add_sync(0xffffffffu, x); }
-
-/* Keep mask of token row x (dim channels) by one warp: mask[cb] for each
- * 64-channel block, as mf__prune_row. Returns the first non-finite
- * channel + 1, or 0. Lane l holds channels l + 32k. */
-__device__ static uint32_t prune_row(const uint16_t *x, uint32_t dim, uint32_t keep,
-                                     uint64_t *mask) {
-    uint32_t lane = threadIdx.x % 32, slices = dim / 32, k, lo, hi, nz = 0, need, before = 0;
-    uint32_t mag[8], bad = 0;
-#pragma unroll
-    for (k = 0; k < 8; k++) {
-        mag[k] = k < slices ? mf_h_mag(x[lane + 32 * k]) : 0;
-        if (k < slices && mag[k] >= 0x7c00u && !bad)
-            bad = lane + 32 * k + 1;
-        nz += mag[k] != 0;
-    }
-    bad = __reduce_min_sync(0xffffffffu, bad ? bad : 0xffffffffu);
-    if (bad != 0xffffffffu)
-        return bad;
-    nz = warp_sum(nz);
-    lo = 0; /* keep >= nz: every nonzero, i.e. magnitudes > 0 */
-    need = 0;
-    if (keep == 0) {
-        lo = 0x7c00u; /* nothing is above the largest finite magnitude */
-    } else if (keep < nz) {
-        /* Largest threshold t with at least `keep` magnitudes >= t. */
-        lo = 1;
-        hi = 0x7c00u;
-        while (hi - lo > 1) {
-            uint32_t mid = (lo + hi) / 2, cnt = 0;
-#pragma unroll
-            for (k = 0; k < 8; k++)
-                cnt += mag[k] >= mid; /* unused slices hold 0 < mid */
-            if (warp_sum(cnt) >= keep)
-                lo = mid;
-            else
-                hi = mid;
-        }
-#pragma unroll
-        for (k = 0; k < 8; k++)
-            need += mag[k] > lo;
-        need = keep - warp_sum(need);
-    }
-    /* Above the threshold: kept; ties at it: the lowest `need` channels. */
-#pragma unroll
-    for (k = 0; k < 8; k += 2) {
-        uint32_t b[2], s;
-        if (k >= slices)
-            break;
-#pragma unroll
-        for (s = 0; s < 2; s++) {
-            uint32_t m = mag[k + s];
-            uint32_t tie = __ballot_sync(0xffffffffu, m == lo && lo != 0);
-            uint32_t rank = before + __popc(tie & ((1u << lane) - 1u));
-            b[s] = __ballot_sync(0xffffffffu, m > lo || (m == lo && lo != 0 && rank < need));
-            before += __popc(tie);
-        }
-        /* channel i of the block is bit 63 - i */
-        mask[k / 2] = ((uint64_t)__brev(b[0]) << 32) | __brev(b[1]);
-    }
-    return 0;
-}
-
-/* Pass 1: bitmaps, scales, zeros and payload words of unit blockIdx.x. */
-__global__ static void __launch_bounds__(THREADS)
-    encode_tiles_kernel(mf_view c, uint64_t *bitmaps, uint16_t *scales, uint16_t *zeros,
-                        const uint16_t *dense, uint32_t keep, uint64_t *unit_words,
-                        unsigned long long *err) {
-    extern __shared__ uint4 blk4[]; /* the unit's input, MF_TILE * dim halves */
-    uint16_t *blk = (uint16_t *)blk4;
-    __shared__ uint64_t masks[MF_TILE][4]; /* [token][channel block] */
-    __shared__ uint32_t words[THREADS / 32];
-    __shared__ int bad;
-    uint64_t u = blockIdx.x, t0 = u * c.dim;
-    uint32_t warp = threadIdx.x / 32, t, j, w = 0;
-    if (threadIdx.x == 0)
-        bad = 0;
-    load_block(c, dense, u, blk);
-    for (t = warp; t < MF_TILE; t += THREADS / 32) {
-        uint32_t r = prune_row(blk + t * c.dim, c.dim, keep, masks[t]);
-        if (r && threadIdx.x % 32 == 0) {
-            bad = 1;
-            atomicMin(err, u * MF_TILE * c.dim + t * c.dim + r - 1);
-        }
-    }
-    __syncthreads();
-    if (bad)
-        return;
-    for (j = threadIdx.x; j < c.dim; j += THREADS) {
-        uint64_t bm = 0;
-        if (c.kind == MF_KEY) {
-            for (t = 0; t < MF_TILE; t++)
-                bm |= ((masks[t][j / 64] >> (63 - j % 64)) & 1u) << (63 - t);
+            for (h = 0; h < 4; h++)
+                blk4[tid + h * NT] = v[h];
         } else {
-            bm = masks[j % 64][j / 64];
-        }
-        bitmaps[t0 + j] = bm;
-        w += mf_tile_words(mf_popcount64(bm), c.bits);
-        if (c.bits) {
-            /* min and max in value order (signed-integer order of fp16) */
-            int32_t lo = 0, hi = 0;
-            int first = 1;
-            uint64_t rest = bm;
-            while (rest) {
-                uint32_t i = __clzll(rest), tok, ch;
-                uint16_t h;
-                int32_t key;
-                rest &= ~(1ull << (63 - i));
-                mf_tile_elem(c.kind, j, i, &tok, &ch);
-                h = blk[tok * c.dim + ch];
-                key = (h & 0x8000u) ? -(int32_t)(h & 0x7fffu) : (int32_t)h;
-                if (first || key < lo)
-                    lo = key;
-                if (first || key > hi)
-                    hi = key;
-                first = 0;
-            }
-            mf_quant_params(mf_h2f(lo < 0 ? (uint16_t)(0x8000u | (uint32_t)-lo) : (uint16_t)lo),
-                            mf_h2f(hi < 0 ? (uint16_t)(0x8000u | (uint32_t)-hi) : (uint16_t)hi),
-                            c.bits, &scales[t0 + j], &zeros[t0 + j]);
+            for (h = tid; h < MF_TILE * D; h += NT)
+                ((uint16_t *)blk4)[h] = src[h];
         }
     }
-    w = warp_sum(w);
-    if (threadIdx.x % 32 == 0)
-        words[warp] = w;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        uint64_t total = 0;
-        for (j = 0; j < THREADS / 32; j++)
-            total += words[j];
-        unit_words[u] = total;
-    }
-}
 
-/* The dense window, copied as is; non-finite values are errors. */
-__global__ static void window_kernel(mf_view c, uint16_t *window, const uint16_t *dense,
-                                     unsigned long long *err) {
-    uint64_t wt = c.tokens % MF_TILE, n = (uint64_t)c.rows * wt * c.dim;
-    uint64_t w = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    uint64_t r, rest;
-    uint16_t h;
-    if (w >= n)
-        return;
-    r = w / (wt * c.dim);
-    rest = w % (wt * c.dim);
-    h = dense[(r * c.tokens + c.blocks * MF_TILE) * c.dim + rest];
-    if (!mf_h_finite(h))
-        atomicMin(err, w);
-    window[w] = h;
-}
-
-/* Pass 2: offsets and payload of unit blockIdx.x; thread j packs tile j. */
-__global__ static void __launch_bounds__(THREADS)
-    encode_pack_kernel(mf_view c, uint32_t *offsets, uint32_t *payload, const uint16_t *dense) {
-    extern __shared__ uint4 blk4[]; /* the unit's input, MF_TILE * dim halves */
-    uint16_t *blk = (uint16_t *)blk4;
-    __shared__ uint64_t starts[256];
-    uint64_t u = blockIdx.x, t0 = u * c.dim;
-    uint32_t j;
-    load_block(c, dense, u, blk);
-    mf_cu_unit_starts(c, u, starts);
-    if (c.layout == MF_LAYOUT_NATIVE && threadIdx.x == 0)
-        offsets[u] = (uint32_t)c.unit_start[u];
-    for (j = threadIdx.x; j < c.dim; j += THREADS) {
-        uint64_t bm = c.bitmaps[t0 + j];
-        uint32_t *w = payload + starts[j], n = 0, acc = 0;
-        uint32_t per = c.bits ? mf_codes_per_word(c.bits) : 2u, width = c.bits ? c.bits : 16u;
-        float s = c.bits ? mf_h2f(c.scales[t0 + j]) : 0.0f, z = c.bits ? mf_h2f(c.zeros[t0 + j]) : 0.0f;
-        uint32_t words = mf_tile_words(mf_popcount64(bm), c.bits), k;
-        if (c.layout == MF_LAYOUT_REFERENCE)
-            offsets[t0 + j] = (uint32_t)starts[j];
-        while (bm) {
-            uint32_t i = __clzll(bm), tok, ch, v;
-            bm &= ~(1ull << (63 - i));
-            mf_tile_elem(c.kind, j, i, &tok, &ch);
-            v = blk[tok * c.dim + ch];
-            if (c.bits)
-                v = mf_quant_code(mf_h2f((uint16_t)v), s, z, c.bits);
-            acc |= v << ((n % per) * width);
-            if (++n % per == 0) {
-                w[n / per - 1] = acc;
-                acc = 0;
+    /* Pruning, as mf__prune_row: the largest t with at least `keep`
+     * magnitudes >= t, by bisection on [1, 0x7c00); all above t are kept,
+     * then the lowest channels of those equal to t. A step that counts
+     * exactly `keep` at or above its midpoint ends the row's search: those
+     * are the kept set. */
+    {
+        const uint32_t r = tid / TPR, q = tid % TPR;
+        uint32_t a[16], bad = 0, lo = 1, hi = 0x7c00u, above = 0, gt = 0, eq = 0, m;
+        bool done = keep == 0;
+#pragma unroll
+        for (h = 0; h < 4; h++) {
+            uint4 v = blk4[(r * D + q * 32) / 8 + h];
+            a[4 * h] = v.x & 0x7fff7fffu;
+            a[4 * h + 1] = v.y & 0x7fff7fffu;
+            a[4 * h + 2] = v.z & 0x7fff7fffu;
+            a[4 * h + 3] = v.w & 0x7fff7fffu;
+        }
+#pragma unroll
+        for (h = 0; h < 16; h++)
+            bad |= (a[h] + 0x04000400u) & 0x80008000u; /* a half >= 0x7c00 */
+        if (bad) {
+            uint32_t first = 0;
+#pragma unroll
+            for (h = 32; h-- > 0;) /* unrolled: a stays in registers */
+                if ((a[h / 2] >> (16 * (h % 2)) & 0x7fffu) >= 0x7c00u)
+                    first = h;
+            atomicMax(&ctl->unit_key, ~(u * MF_TILE * D + r * D + q * 32 + first));
+            s_bad = 1;
+        }
+#pragma unroll 1
+        for (h = 0; h < 15 && !__all_sync(FULL, done); h++) {
+            uint32_t mid = (lo + hi) / 2, n = row_count_ge<TPR>(a, mid * 0x10001u);
+            if (!done) {
+                if (n == keep) { /* exactly the magnitudes >= mid */
+                    lo = mid - 1;
+                    above = keep;
+                    done = true;
+                } else if (n > keep) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                    above = n;
+                }
+                done = done || hi - lo <= 1;
             }
         }
-        /* the partial last word, then fp16 padding words */
-        k = n / per;
-        if (n % per)
-            w[k++] = acc;
-        for (; k < words; k++)
-            w[k] = 0;
+        if (keep) {
+            const uint32_t tg = (lo + 1) * 0x10001u, te = lo * 0x10001u;
+#pragma unroll
+            for (h = 0; h < 16; h++) {
+                gt |= mask_bits(__hge2_mask(as_h2(a[h]), as_h2(tg)), h);
+                eq |= mask_bits(__heq2_mask(as_h2(a[h]), as_h2(te)), h);
+            }
+            if (lo == 0)
+                eq = 0; /* never keep a zero */
+        }
+        {
+            /* Ties before this thread's channels (the row's lower parts)
+             * and how many of its own are kept. */
+            uint32_t need = keep - above, ties = __popc(eq), before = ties, quota, o;
+#pragma unroll
+            for (o = 1; o < TPR; o <<= 1) {
+                uint32_t x = __shfl_up_sync(FULL, before, o, TPR);
+                if (q >= o)
+                    before += x;
+            }
+            before -= ties;
+            quota = need > before ? min(need - before, ties) : 0u;
+            if (quota == ties) {
+                m = mask_order(gt | eq);
+            } else { /* the first quota ties, in channel order */
+                uint32_t e = mask_order(eq);
+                m = mask_order(gt);
+                for (; quota > 0; quota--) {
+                    uint32_t b = 0x80000000u >> __clz(e);
+                    m |= b;
+                    e ^= b;
+                }
+            }
+        }
+        rows[r][q] = m;
+    }
+    __syncthreads();
+    if (s_bad) { /* nothing is written; the chain of prefixes goes on */
+        if (warp == 0) {
+            if (lane == 0)
+                publish(flags, u, u ? FLAG_AGG : FLAG_INC);
+            start = lookback(flags, u);
+            if (lane == 0) {
+                publish(flags, u, FLAG_INC | start);
+                if (u == units - 1)
+                    ctl->total = start;
+            }
+        }
+        return;
+    }
+
+    /* Tile bitmaps: a value tile is a row's mask of 64 channels; key
+     * tiles are columns, 32 x 32 bit blocks transposed by each warp. */
+    if (c.kind == MF_KEY) {
+        const uint32_t half = warp / TPR, cw = warp % TPR;
+        uint32_t m = transpose32(rows[32 * half + lane][cw]);
+        ((uint32_t *)bm)[2 * (32 * cw + lane) + 1 - half] = m;
+    } else if (tid < D) {
+        const uint32_t t = tid % MF_TILE, cb = tid / MF_TILE;
+        bm[tid] = (uint64_t)rows[t][2 * cb] << 32 | rows[t][2 * cb + 1];
+    }
+    __syncthreads();
+
+    /* Tile sizes; one scan of (words << 16 | chunks), both fitting 16 bits
+     * for a whole unit (at most 8192 words and 1024 chunks). */
+    {
+        uint32_t mine = 0, incl, o;
+        if (tid < D) {
+            uint64_t b = bm[tid];
+            uint32_t nnz = (uint32_t)__popcll(b);
+            bitmaps[t0 + tid] = b;
+            mine = mf_tile_words(nnz, BITS) << 16 | (nnz + CHUNK - 1) / CHUNK;
+            kmin[tid] = INT32_MAX;
+            kmax[tid] = INT32_MIN;
+        }
+        incl = mine;
+#pragma unroll
+        for (o = 1; o < 32; o <<= 1) {
+            uint32_t x = __shfl_up_sync(FULL, incl, o);
+            if (lane >= o)
+                incl += x;
+        }
+        if (lane == 31)
+            wsum[warp] = incl;
+        __syncthreads();
+        words = 0;
+        for (o = 0; o < D / 32; o++) {
+            if (o == warp)
+                incl += words; /* now the unit-wide inclusive sum */
+            words += wsum[o];
+        }
+        chunks = words & 0xffffu;
+        words >>= 16;
+        if (tid < D) {
+            uint32_t e = incl - mine, k;
+            wstart[tid] = e >> 16;
+            for (k = 0; k < (mine & 0xffffu); k++)
+                chunk_tile[(e & 0xffffu) + k] = (uint16_t)(tid << 2 | k);
+        }
+        if (tid == 0)
+            publish(flags, u, (u ? FLAG_AGG : FLAG_INC) | words);
+    }
+    __syncthreads();
+
+    /* Each thread gathers the nonzeros of at most two chunks into
+     * registers, with their min and max keys for the tile's parameters. */
+    uint32_t val[2][CHUNK / 2], ctile[2], cidx[2], ncodes[2];
+#pragma unroll
+    for (h = 0; h < 2; h++) {
+        uint32_t ci = tid + h * NT, i;
+#pragma unroll
+        for (i = 0; i < CHUNK / 2; i++)
+            val[h][i] = 0;
+        ncodes[h] = 0;
+        ctile[h] = 0;
+        cidx[h] = 0;
+        if (ci < chunks) {
+            uint32_t e = chunk_tile[ci], j = e >> 2, k = e & 3u, base, stride, n;
+            uint64_t b = bm[j];
+            int32_t klo = INT32_MAX, khi = INT32_MIN;
+            n = min(CHUNK, (uint32_t)__popcll(b) - CHUNK * k);
+            b = k ? skip_bits(b, CHUNK * k) : b;
+            if (c.kind == MF_KEY) {
+                base = j;
+                stride = D;
+            } else {
+                base = (j % MF_TILE) * D + (j / MF_TILE) * MF_TILE;
+                stride = 1;
+            }
+#pragma unroll
+            for (i = 0; i < CHUNK; i++)
+                if (i < n) {
+                    uint32_t p = __clzll(b), x;
+                    b ^= 0x8000000000000000ull >> p;
+                    x = blk[base + p * stride];
+                    val[h][i / 2] |= x << (16 * (i % 2));
+                    if (BITS) {
+                        klo = min(klo, h_key(x));
+                        khi = max(khi, h_key(x));
+                    }
+                }
+            if (BITS) {
+                atomicMin(&kmin[j], klo);
+                atomicMax(&kmax[j], khi);
+            }
+            ncodes[h] = n;
+            ctile[h] = j;
+            cidx[h] = k;
+        }
+    }
+    __syncthreads();
+
+    /* Scales and zeros (threads below D); meanwhile the last warp, whose
+     * threads have no tile, finds the unit's payload start. */
+    if (BITS && tid < D) {
+        int32_t klo = kmin[tid], khi = kmax[tid];
+        uint16_t sh, zh;
+        if (!bm[tid]) /* empty tile: min = max = 0 */
+            klo = khi = 0;
+        mf_quant_params(mf_h2f(key_h(klo)), mf_h2f(key_h(khi)), BITS, &sh, &zh);
+        scales[t0 + tid] = sh;
+        zeros[t0 + tid] = zh;
+        sf[tid] = mf_h2f(sh);
+        zf[tid] = mf_h2f(zh);
+    }
+    if (warp == NT / 32 - 1) {
+        start = lookback(flags, u);
+        if (lane == 0) {
+            if (u)
+                publish(flags, u, FLAG_INC | (start + words));
+            if (u == units - 1)
+                ctl->total = start + words;
+            s_start = start;
+        }
+    }
+    __syncthreads();
+    start = s_start;
+    if (c.layout == MF_LAYOUT_REFERENCE) {
+        if (tid < D)
+            offsets[t0 + tid] = (uint32_t)(start + wstart[tid]);
+    } else if (tid == 0) {
+        offsets[u] = (uint32_t)start;
+    }
+    if (start + words > capacity) /* the host reports it; nothing past capacity */
+        return;
+
+    /* Payload: each chunk's words, written once by its thread. The fp16 ->
+     * fp32 conversion is the hardware's (exact, as mf_h2f). */
+#pragma unroll
+    for (h = 0; h < 2; h++) {
+        uint32_t n = ncodes[h], j = ctile[h], k = cidx[h], i;
+        uint32_t *w;
+        if (!n)
+            continue;
+        w = payload + start + wstart[j];
+        if (BITS == 0) {
+#pragma unroll
+            for (i = 0; i < CHUNK / 2; i++)
+                if (i < (n + 7) / 8 * 4)
+                    w[CHUNK / 2 * k + i] = val[h][i];
+        } else {
+            const float s = sf[j], z = zf[j];
+            uint32_t out[2] = {0, 0};
+#pragma unroll
+            for (i = 0; i < CHUNK; i++)
+                if (i < n) {
+                    uint16_t x = (uint16_t)(val[h][i / 2] >> (16 * (i % 2)));
+                    out[i * BITS / 32] |= mf_quant_code(__half2float(__ushort_as_half(x)), s, z, BITS)
+                                          << (i * BITS % 32);
+                }
+            if (BITS == 2) {
+                w[k] = out[0];
+            } else {
+                w[2 * k] = out[0];
+                if (n > 8)
+                    w[2 * k + 1] = out[1];
+            }
+        }
     }
 }
 
-/* Encoder scratch for `units` units: the two error keys and the payload
- * total (read back together), then per-unit word counts, their prefix sum
- * and the scan's temporary. */
-static size_t encode_scratch(uint64_t units) {
-    return 512 + mf__cu_align(units * 8) + mf__cu_align((units + 1) * 8) + mf__cu_scan_bytes(units);
-}
+/* Encoder scratch for `units` units: the control record and the flags. */
+static size_t encode_scratch(uint64_t units) { return CTL_BYTES + mf__cu_align(units * 8); }
 
 extern "C" mf_status mf_cuda_encode_workspace(const mf_desc *d, size_t *bytes) {
     mf_sizes s;
@@ -260,8 +500,25 @@ extern "C" mf_status mf_cuda_encode_workspace(const mf_desc *d, size_t *bytes) {
     return MF_OK;
 }
 
-__global__ static void copy_total_kernel(const uint64_t *total, unsigned long long *dst) {
-    *dst = *total;
+template <int D, int BITS>
+static void launch_encode(unsigned grid, const mf_view &v, mf_ctensor *out, const uint16_t *dense,
+                          uint32_t keep, uint64_t capacity, uint64_t units, char *scratch) {
+    encode_kernel<D, BITS><<<grid, 2 * D>>>(v, out->bitmaps, out->scales, out->zeros, out->offsets,
+                                            out->payload, out->window, dense, keep, capacity,
+                                            units, (enc_ctl *)scratch,
+                                            (unsigned long long *)(scratch + CTL_BYTES));
+}
+
+template <int D>
+static void launch_encode_bits(uint32_t bits, unsigned grid, const mf_view &v, mf_ctensor *out,
+                               const uint16_t *dense, uint32_t keep, uint64_t capacity,
+                               uint64_t units, char *scratch) {
+    if (bits == 0)
+        launch_encode<D, 0>(grid, v, out, dense, keep, capacity, units, scratch);
+    else if (bits == 2)
+        launch_encode<D, 2>(grid, v, out, dense, keep, capacity, units, scratch);
+    else
+        launch_encode<D, 4>(grid, v, out, dense, keep, capacity, units, scratch);
 }
 
 extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
@@ -271,10 +528,9 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
     mf_sizes s;
     mf_view v;
     mf_status st = MF_OK;
-    uint64_t units, total;
-    unsigned long long key[3];
+    uint64_t units, grid, total;
+    unsigned long long ctl[3];
     char *scratch = (char *)workspace;
-    uint64_t *words, *starts;
     size_t bytes;
     mf_sizes_of(d, 0, &s);
     units = s.blocks * d->rows;
@@ -284,35 +540,24 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
                         workspace_bytes, bytes);
     if (!workspace && (st = mf_cuda_alloc(bytes, (void **)&scratch)) != MF_OK)
         return st;
-    words = (uint64_t *)(scratch + 512);
-    starts = (uint64_t *)((char *)words + mf__cu_align(units * 8));
     v = mf__cu_view(out);
-    v.unit_start = starts;
-    if (cudaMemsetAsync(scratch, 0xff, 16) != cudaSuccess)
+    grid = units + (s.window + 2 * d->dim * WINDOW_PER_THREAD - 1) / (2 * d->dim * WINDOW_PER_THREAD);
+    if (cudaMemsetAsync(scratch, 0, CTL_BYTES + units * 8) != cudaSuccess)
         goto device;
-    if (s.window) {
-        window_kernel<<<(unsigned)((s.window + 255) / 256), 256>>>(
-            v, out->window, dense, (unsigned long long *)scratch);
+    if (grid) {
+        if (d->dim == 64)
+            launch_encode_bits<64>(d->bits, (unsigned)grid, v, out, dense, keep, capacity, units, scratch);
+        else if (d->dim == 128)
+            launch_encode_bits<128>(d->bits, (unsigned)grid, v, out, dense, keep, capacity, units, scratch);
+        else
+            launch_encode_bits<256>(d->bits, (unsigned)grid, v, out, dense, keep, capacity, units, scratch);
         if (cudaGetLastError() != cudaSuccess)
             goto device;
     }
-    if (units) {
-        encode_tiles_kernel<<<(unsigned)units, THREADS, MF_TILE * d->dim * 2>>>(
-            v, out->bitmaps, out->scales, out->zeros, dense, keep, words,
-            (unsigned long long *)scratch + 1);
-        if (cudaGetLastError() != cudaSuccess)
-            goto device;
-    }
-    /* One read-back for the keys and the total: a scan of words that a
-     * non-finite input left incomplete is computed, then ignored. */
-    if (mf__cu_scan(words, starts, units, (char *)starts + mf__cu_align((units + 1) * 8)) != MF_OK)
+    if (cudaMemcpy(ctl, scratch, sizeof ctl, cudaMemcpyDeviceToHost) != cudaSuccess)
         goto device;
-    copy_total_kernel<<<1, 1>>>(starts + units, (unsigned long long *)scratch + 2);
-    if (cudaGetLastError() != cudaSuccess ||
-        cudaMemcpy(key, scratch, sizeof key, cudaMemcpyDeviceToHost) != cudaSuccess)
-        goto device;
-    if (key[0] != KEY_NONE) {
-        uint64_t wt = s.window_tokens, r = key[0] / (wt * d->dim), rest = key[0] % (wt * d->dim);
+    if (ctl[0]) {
+        uint64_t key = ~ctl[0], wt = s.window_tokens, r = key / (wt * d->dim), rest = key % (wt * d->dim);
         uint16_t h = 0;
         cudaMemcpy(&h, dense + (r * d->tokens + s.blocks * MF_TILE) * d->dim + rest, 2,
                    cudaMemcpyDeviceToHost);
@@ -321,8 +566,8 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
                       (unsigned long long)(rest % d->dim), h);
         goto done;
     }
-    if (key[1] != KEY_NONE) {
-        uint64_t e = key[1], u = e / (MF_TILE * d->dim);
+    if (ctl[1]) {
+        uint64_t e = ~ctl[1], u = e / (MF_TILE * d->dim);
         uint64_t bad = e % (MF_TILE * d->dim), block;
         uint32_t row;
         if (d->layout == MF_LAYOUT_NATIVE)
@@ -334,7 +579,7 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
                       (unsigned long)(bad % d->dim));
         goto done;
     }
-    total = key[2];
+    total = ctl[2];
     if (total > UINT32_MAX) {
         st = mf__fail(diag, MF_ERR_LIMIT, "payload exceeds 2^32-1 words (uint32 offsets)");
         goto done;
@@ -343,13 +588,6 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
         st = mf__fail(diag, MF_ERR_BUFFER_SMALL, "payload needs %llu words, capacity is %llu",
                       (unsigned long long)total, (unsigned long long)capacity);
         goto done;
-    }
-    v.payload_words = total;
-    if (units) {
-        encode_pack_kernel<<<(unsigned)units, THREADS, MF_TILE * d->dim * 2>>>(
-            v, out->offsets, out->payload, dense);
-        if (cudaGetLastError() != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess)
-            goto device;
     }
     out->payload_words = total;
     goto done;
