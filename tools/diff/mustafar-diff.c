@@ -450,6 +450,47 @@ static const char *corrupt(rng *r, mf_ctensor *t) {
     }
 }
 
+/* Encoding into a payload one word short of what the input needs: the
+ * same error and message from both backends, and the GPU writes nothing
+ * at or past the capacity (the payload beyond it holds a pattern). */
+static void capacity_short(ctx *c, const mf_desc *d, const uint16_t *host, void *dev,
+                           uint32_t keep, uint64_t need) {
+    const uint64_t cap = need - 1, room = need + 64;
+    uint32_t *pat = xmalloc(room * 4);
+    mf_ctensor hc, gc;
+    mf_diag dc, dg;
+    mf_status sc, sg;
+    uint64_t i;
+    memset(&hc, 0, sizeof hc);
+    memset(&gc, 0, sizeof gc);
+    for (i = 0; i < room; i++)
+        pat[i] = 0xa5a5a5a5u;
+    TRY(mf_ctensor_alloc(&hc, d, room));
+    TRY(mf_ctensor_alloc_on(MF_BACKEND_CUDA, &gc, d, room));
+    TRY(mf_buffer_upload(MF_BACKEND_CUDA, gc.payload, pat, room * 4));
+    memset(&dc, 0, sizeof dc);
+    memset(&dg, 0, sizeof dg);
+    sc = mf_encode(MF_BACKEND_CPU, host, keep, &hc, cap, &dc);
+    sg = mf_encode(MF_BACKEND_CUDA, dev, keep, &gc, cap, &dg);
+    TRY(mf_buffer_download(MF_BACKEND_CUDA, pat, gc.payload, room * 4));
+    c->st[OP_ENCODE].cases++;
+    for (i = cap; i < room && pat[i] == 0xa5a5a5a5u; i++)
+        ;
+    if (sc != MF_ERR_BUFFER_SMALL || sc != sg || strcmp(dc.msg, dg.msg) != 0 || i < room) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "capacity %llu of %llu: cpu %s (%s) vs cuda %s (%s)%s",
+                 (unsigned long long)cap, (unsigned long long)need, mf_strerror(sc), dc.msg,
+                 mf_strerror(sg), dg.msg, i < room ? ", cuda wrote past the capacity" : "");
+        violation(c, OP_ENCODE, msg);
+    } else {
+        c->st[OP_ENCODE].identical++;
+    }
+out:
+    mf_ctensor_free(&hc);
+    mf_ctensor_free_on(MF_BACKEND_CUDA, &gc);
+    free(pat);
+}
+
 static void run_case(ctx *c) {
     const kase *k = c->k;
     mf_desc kd, vd;
@@ -536,6 +577,8 @@ static void run_case(ctx *c) {
         } else {
             c->st[OP_ENCODE].identical++; /* same rejection, same message */
         }
+        if (sc == MF_OK && ck.payload_words > 0)
+            capacity_short(c, &kd, hk, g.p[0], keep, ck.payload_words);
         mf_ctensor_free_on(MF_BACKEND_CUDA, &gk);
         mf_ctensor_free_on(MF_BACKEND_CUDA, &gv);
     }
