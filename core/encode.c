@@ -103,8 +103,7 @@ uint32_t mf__prune_row(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t 
 }
 
 /* Prunes 4 rows with their searches interleaved: each step's counts are
- * independent, so they overlap instead of waiting on each other. Returns
- * 0 or (row * dim + channel + 1) of the first non-finite element. */
+ * independent, so they overlap instead of waiting on each other. */
 static uint32_t prune_rows4(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t m[4][4]) {
     prune_state p[4];
     uint32_t r, k;
@@ -153,13 +152,16 @@ static uint16_t unit_elem(const mf_desc *d, const uint16_t *block, uint32_t j, u
 }
 
 void mf__encode_unit_tiles(const mf_desc *d, const uint16_t *block, uint32_t keep,
-                           uint64_t *bitmaps, uint16_t *scales, uint16_t *zeros, long *bad) {
+                           mf__prune4_fn prune4, uint64_t *bitmaps, uint16_t *scales,
+                           uint16_t *zeros, long *bad) {
     uint64_t masks[4][64]; /* [channel block][token] */
     uint32_t t, cb, j, nb = d->dim / 64;
     *bad = -1;
+    if (!prune4)
+        prune4 = prune_rows4;
     for (t = 0; t < MF_TILE; t += 4) {
         uint64_t m[4][4];
-        uint32_t r = prune_rows4(block + (size_t)t * d->dim, d->dim, keep, m), i;
+        uint32_t r = prune4(block + (size_t)t * d->dim, d->dim, keep, m), i;
         if (r) {
             *bad = (long)(t * d->dim + r - 1);
             return;

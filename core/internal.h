@@ -42,12 +42,19 @@ static inline int mf__add64(uint64_t a, uint64_t b, uint64_t *out) {
 mf_status mf__check_structure(const mf_ctensor *c, mf_diag *diag);
 
 /* Tile decoding and encoding units (core/encode.c, core/decode.c). */
-/* Prunes and tiles the 64 x dim block (row-major, token stride dim):
+/* Keep masks of 4 consecutive dim-long rows of x (token stride dim),
+ * m[row][word] as mf__prune_row's. Returns 0 or (row * dim + channel + 1)
+ * of the first non-finite element in row-major order. */
+typedef uint32_t (*mf__prune4_fn)(const uint16_t *x, uint32_t dim, uint32_t keep,
+                                  uint64_t m[4][4]);
+/* Prunes and tiles the 64 x dim block (row-major, token stride dim) with
+ * prune4 (NULL: core's own, the definition a backend's must equal):
  * writes the dim bitmaps of the unit and, if quantized and scales is not
  * NULL, scales and zeros.
  * Returns the index of a non-finite element in *bad (or -1). */
 void mf__encode_unit_tiles(const mf_desc *d, const uint16_t *block, uint32_t keep,
-                           uint64_t *bitmaps, uint16_t *scales, uint16_t *zeros, long *bad);
+                           mf__prune4_fn prune4, uint64_t *bitmaps, uint16_t *scales,
+                           uint16_t *zeros, long *bad);
 /* Packs the unit's nonzeros into payload at the tile start words. */
 void mf__encode_unit_pack(const mf_desc *d, const uint16_t *block, const uint64_t *bitmaps,
                           const uint16_t *scales, const uint16_t *zeros,

@@ -27,6 +27,12 @@ static const uint16_t *unit_input(const mf_desc *d, const uint16_t *dense, uint3
     return dense + ((uint64_t)row * d->tokens + block * MF_TILE) * d->dim;
 }
 
+#if MF_CPU_SIMD
+#define PRUNE4 mf_cpu_prune_rows4
+#else
+#define PRUNE4 NULL /* core's */
+#endif
+
 mf_status mf_cpu_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
                         uint64_t capacity, mf_diag *diag) {
     const mf_desc *d = &out->desc;
@@ -58,7 +64,7 @@ mf_status mf_cpu_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
         unit_coords(d, s.blocks, (uint64_t)ui, &row, &block);
         in = unit_input(d, dense, row, block);
         /* With SIMD the quantization parameters come from quantize.c. */
-        mf__encode_unit_tiles(d, in, keep, out->bitmaps + t0,
+        mf__encode_unit_tiles(d, in, keep, PRUNE4, out->bitmaps + t0,
                               d->bits && !MF_CPU_SIMD ? out->scales + t0 : NULL,
                               d->bits && !MF_CPU_SIMD ? out->zeros + t0 : NULL, &bad);
 #if MF_CPU_SIMD

@@ -3,8 +3,8 @@
  * The same arithmetic as core/encode.c (mf_quant_params, mf_quant_code:
  * each lane one IEEE operation of the same kind and order), reorganized
  * so a tile's 64 elements are quantized 8 at a time and its kept codes
- * are compacted with pext. tests/test_encode_paths.c checks that the
- * bytes equal the core units' on every variant. */
+ * are compacted with pext. tests/test_golden.c pins the bytes, which the
+ * portable build (core's units) must produce too. */
 #include <string.h>
 
 #include "../../core/internal.h"

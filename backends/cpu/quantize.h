@@ -1,10 +1,13 @@
-/* quantize.h - AVX2 quantization and packing of encoder units (see
- * quantize.c); only built where expand.h's MF_CPU_SIMD is 1. */
+/* quantize.h - AVX2 pruning (prune.c), quantization and packing
+ * (quantize.c) of encoder units; only built where expand.h's MF_CPU_SIMD
+ * is 1. */
 #ifndef MF_CPU_QUANTIZE_H
 #define MF_CPU_QUANTIZE_H
 
 #include "mustafar.h"
 
+/* Four rows' keep masks, as core's mf__prune4_fn (core/internal.h). */
+uint32_t mf_cpu_prune_rows4(const uint16_t *x, uint32_t dim, uint32_t keep, uint64_t m[4][4]);
 /* The unit's tiles as rows of 64 halves in element order: e[j*64 + i]
  * (e holds dim * 64). block is the row-major 64 x dim input. */
 void mf_cpu_unit_elements(const mf_desc *d, const uint16_t *block, uint16_t *e);
