@@ -60,7 +60,8 @@ static void check_rows(const mf_desc *d, const uint16_t *x, const uint16_t *y,
     for (r = 0; r < d->rows; r++)
         for (t = 0; t < d->tokens; t++) {
             uint64_t base = ((uint64_t)r * d->tokens + t) * d->dim;
-            uint32_t nz = 0, nk = 0, min_kept = 0x7fffu, max_pruned = 0;
+            uint32_t nz = 0, nk = 0, min_kept = 0x7fffu, max_pruned = 0, first_pruned = 0;
+            int pruned_tie = 0;
             if (t >= full) {
                 FZ_CHECK(memcmp(y + base, x + base, d->dim * 2u) == 0, "the window changed");
                 continue;
@@ -77,6 +78,14 @@ static void check_rows(const mf_desc *d, const uint16_t *x, const uint16_t *y,
             }
             FZ_CHECK(nk == (keep < nz ? keep : nz), "a token row keeps the wrong count");
             FZ_CHECK(nk == 0 || min_kept >= max_pruned, "a pruned entry outranks a kept one");
+            /* ties at the threshold go to the lowest channels */
+            for (ch = 0; ch < d->dim && nk; ch++) {
+                uint32_t m = mag(x[base + ch]);
+                if (m == min_kept && !kept[base + ch] && !pruned_tie)
+                    pruned_tie = 1, first_pruned = ch;
+                FZ_CHECK(!(pruned_tie && m == min_kept && kept[base + ch] && ch > first_pruned),
+                         "a tie kept above a pruned one of the same magnitude");
+            }
         }
 }
 
