@@ -75,26 +75,71 @@ static float hmax(__m256 v) {
     return _mm_cvtss_f32(x);
 }
 
+/* Whether each fp16 lane of h is inf or NaN, as 16-bit masks. */
+static __m128i h_nonfinite(__m128i h) {
+    const __m128i e = _mm_set1_epi16(0x7c00);
+    return _mm_cmpeq_epi16(_mm_and_si128(h, e), e);
+}
+
+void mf_cpu_quant_params8(const float *lo, const float *hi, uint32_t bits, uint16_t *scales,
+                          uint16_t *zeros) {
+    const __m256 levels = _mm256_set1_ps((float)((1u << bits) - 1u)), zero = _mm256_setzero_ps();
+    const __m256 one = _mm256_set1_ps(1.0f), top = _mm256_set1_ps(65504.0f);
+    __m256 mn = _mm256_loadu_ps(lo), mx = _mm256_loadu_ps(hi), s, z, zf, pos;
+    __m128i sh = _mm256_cvtps_ph(_mm256_div_ps(_mm256_sub_ps(mx, mn), levels), _MM_FROUND_TO_NEAREST_INT);
+    __m128i zh, pos16, rare;
+    uint32_t i, lanes;
+    s = _mm256_cvtph_ps(sh);
+    pos = _mm256_cmp_ps(s, zero, _CMP_GT_OQ); /* else a zero range: scale 1.0 */
+    pos16 = _mm_packs_epi32(_mm256_castsi256_si128(_mm256_castps_si256(pos)),
+                            _mm256_extracti128_si256(_mm256_castps_si256(pos), 1));
+    sh = _mm_blendv_epi8(_mm_set1_epi16(0x3c00), sh, pos16);
+    s = _mm256_blendv_ps(one, s, pos);
+    /* A subnormal scale's step-up needs mf_quant_params' own test. */
+    rare = _mm_and_si128(pos16, _mm_cmplt_epi16(sh, _mm_set1_epi16(0x0400)));
+    z = _mm256_floor_ps(_mm256_add_ps(_mm256_div_ps(_mm256_sub_ps(zero, mn), s), _mm256_set1_ps(0.5f)));
+    z = _mm256_max_ps(_mm256_min_ps(z, top), _mm256_sub_ps(zero, top));
+    zh = _mm256_cvtps_ph(z, _MM_FROUND_TO_NEAREST_INT);
+    zf = _mm256_cvtph_ps(zh);
+    /* End codes decoding to inf (mf_quant_overflow): its fix-up too. */
+    rare = _mm_or_si128(rare, h_nonfinite(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(zero, zf), s),
+                                                          _MM_FROUND_TO_NEAREST_INT)));
+    rare = _mm_or_si128(rare, h_nonfinite(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(levels, zf), s),
+                                                          _MM_FROUND_TO_NEAREST_INT)));
+    _mm_storeu_si128((__m128i *)scales, sh);
+    _mm_storeu_si128((__m128i *)zeros, zh);
+    lanes = (uint32_t)_mm_movemask_epi8(rare);
+    for (i = 0; i < 8; i++)
+        if (lanes >> (2 * i) & 1u)
+            mf_quant_params(lo[i], hi[i], bits, &scales[i], &zeros[i]);
+}
+
 void mf_cpu_unit_params(const mf_desc *d, const uint16_t *e, const uint64_t *bitmaps,
                         uint16_t *scales, uint16_t *zeros) {
     const __m256 inf = _mm256_set1_ps(__builtin_inff()), ninf = _mm256_set1_ps(-__builtin_inff());
     uint32_t j, g;
-    for (j = 0; j < d->dim; j++) {
-        /* Kept values are finite and nonzero, so float order is the
-         * order of the fp16 values that core/encode.c compares. */
-        __m256 mn = inf, mx = ninf;
-        float lo = 0.0f, hi = 0.0f;
-        if (bitmaps[j]) {
+    for (j = 0; j < d->dim; j += 8) {
+        float lo[8], hi[8];
+        uint32_t t;
+        for (t = 0; t < 8; t++) {
+            /* Kept values are finite and nonzero, so float order is the
+             * order of the fp16 values that core/encode.c compares. */
+            __m256 mn = inf, mx = ninf;
+            uint64_t bm = bitmaps[j + t];
+            lo[t] = hi[t] = 0.0f; /* an empty tile */
+            if (!bm)
+                continue;
             for (g = 0; g < 8; g++) {
-                __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(e + (size_t)j * MF_TILE + 8 * g)));
-                __m256 k = _mm256_castsi256_ps(kept_lanes(bitmaps[j], g));
+                __m256 x = _mm256_cvtph_ps(
+                    _mm_loadu_si128((const __m128i *)(e + (size_t)(j + t) * MF_TILE + 8 * g)));
+                __m256 k = _mm256_castsi256_ps(kept_lanes(bm, g));
                 mn = _mm256_min_ps(mn, _mm256_blendv_ps(inf, x, k));
                 mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, x, k));
             }
-            lo = hmin(mn);
-            hi = hmax(mx);
+            lo[t] = hmin(mn);
+            hi[t] = hmax(mx);
         }
-        mf_quant_params(lo, hi, d->bits, &scales[j], &zeros[j]);
+        mf_cpu_quant_params8(lo, hi, d->bits, scales + j, zeros + j);
     }
 }
 
