@@ -139,11 +139,6 @@ static void transpose64(uint64_t a[64]) {
     }
 }
 
-/* Total-order key of a finite fp16 value (signed integer order). */
-static int32_t h_key(uint16_t h) { return (h & 0x8000u) ? -(int32_t)(h & 0x7fffu) : (int32_t)h; }
-
-static uint16_t key_h(int32_t k) { return k < 0 ? (uint16_t)(0x8000u | (uint32_t)-k) : (uint16_t)k; }
-
 /* Element i of tile j of a unit, from the row-major 64 x dim block. */
 static uint16_t unit_elem(const mf_desc *d, const uint16_t *block, uint32_t j, uint32_t i) {
     uint32_t tok, ch;
@@ -185,14 +180,14 @@ void mf__encode_unit_tiles(const mf_desc *d, const uint16_t *block, uint32_t kee
         int32_t lo = INT32_MAX, hi = INT32_MIN;
         while (bm) {
             uint32_t i = (uint32_t)__builtin_clzll(bm);
-            int32_t k = h_key(unit_elem(d, block, j, i));
+            int32_t k = mf_h_key(unit_elem(d, block, j, i));
             bm &= ~(UINT64_C(1) << (63 - i));
             lo = k < lo ? k : lo;
             hi = k > hi ? k : hi;
         }
         if (!bitmaps[j]) /* empty tile: min = max = 0 */
             lo = hi = 0;
-        mf_quant_params(mf_h2f(key_h(lo)), mf_h2f(key_h(hi)), d->bits, &scales[j], &zeros[j]);
+        mf_quant_params(mf_h2f(mf_key_h(lo)), mf_h2f(mf_key_h(hi)), d->bits, &scales[j], &zeros[j]);
     }
 }
 

@@ -97,6 +97,10 @@ MF_HD uint16_t mf_f2h(float f) {
 /* |x| ordering key of an fp16 value: larger key = larger magnitude. */
 MF_HD uint32_t mf_h_mag(uint16_t h) { return h & 0x7fffu; }
 MF_HD int mf_h_finite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+/* Value ordering key of a finite fp16 (signed integer order; -0 and +0
+ * both 0), and back: tile minima and maxima compare these. */
+MF_HD int32_t mf_h_key(uint16_t h) { return (h & 0x8000u) ? -(int32_t)(h & 0x7fffu) : (int32_t)h; }
+MF_HD uint16_t mf_key_h(int32_t k) { return k < 0 ? (uint16_t)(0x8000u | (uint32_t)-k) : (uint16_t)k; }
 
 /* Turns -0 into +0 and leaves every other value alone: applied once to
  * each final sum, so skipping zero terms never changes a result's bits. */

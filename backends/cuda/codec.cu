@@ -127,14 +127,6 @@ __device__ static inline uint32_t transpose32(uint32_t a) {
     return a;
 }
 
-/* Total-order key of a finite fp16 value (signed integer order), and back. */
-__device__ static inline int32_t h_key(uint32_t h) {
-    return (h & 0x8000u) ? -(int32_t)(h & 0x7fffu) : (int32_t)h;
-}
-__device__ static inline uint16_t key_h(int32_t k) {
-    return k < 0 ? (uint16_t)(0x8000u | (uint32_t)-k) : (uint16_t)k;
-}
-
 /* b with its first n set bits (from bit 63 down) cleared: a binary search
  * for the element index of set bit n. */
 __device__ static inline uint64_t skip_bits(uint64_t b, uint32_t n) {
@@ -406,8 +398,8 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                     x = blk[base + p * stride];
                     val[h][i / 2] |= x << (16 * (i % 2));
                     if (BITS) {
-                        klo = min(klo, h_key(x));
-                        khi = max(khi, h_key(x));
+                        klo = min(klo, mf_h_key((uint16_t)x));
+                        khi = max(khi, mf_h_key((uint16_t)x));
                     }
                 }
             if (BITS) {
@@ -428,7 +420,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
         uint16_t sh, zh;
         if (!bm[tid]) /* empty tile: min = max = 0 */
             klo = khi = 0;
-        mf_quant_params(mf_h2f(key_h(klo)), mf_h2f(key_h(khi)), BITS, &sh, &zh);
+        mf_quant_params(mf_h2f(mf_key_h(klo)), mf_h2f(mf_key_h(khi)), BITS, &sh, &zh);
         scales[t0 + tid] = sh;
         zeros[t0 + tid] = zh;
         sf[tid] = mf_h2f(sh);
