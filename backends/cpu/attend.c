@@ -141,37 +141,31 @@ static void load_packed(const mf_ctensor *c, uint64_t t0, int native, uint64_t n
                                                           (const __m256i *)(c->bitmaps + t0 + j))));
     j = 0;
 #if UINTPTR_MAX == UINT64_MAX
-    /* Reference layout, four tiles at a time: stream = payload + start
-     * while every start leaves 10 words; the first four that do not, and
-     * all after them, go the checked way below. */
-    if (!native && c->payload_words >= 10) {
+    /* Four tiles at a time: stream = payload + start while every start
+     * leaves 10 words; the first four that do not, and all after them, go
+     * the checked way below. Starts are the offsets (reference) or prefix
+     * sums of the tiles' words from next (native; on leaving, next is tile
+     * j's start). */
+    if (c->payload_words >= 10 && (!native || next <= c->payload_words)) {
         const __m256i base = _mm256_set1_epi64x((long long)(uintptr_t)c->payload);
         const __m256i safe = _mm256_set1_epi64x((long long)(c->payload_words - 10));
+        __m256i run = _mm256_set1_epi64x((long long)next), incl = _mm256_setzero_si256(), start, over;
         for (; j < MF_TILE; j += 4) {
-            __m256i start = _mm256_cvtepu32_epi64(
-                _mm_loadu_si128((const __m128i *)(const void *)(c->offsets + t0 + j)));
-            __m256i over = _mm256_cmpgt_epi64(start, safe);
+            if (native) {
+                __m256i w = tile_words4(c->bitmaps + t0 + j, c->desc.bits);
+                incl = prefix4(w);
+                start = _mm256_sub_epi64(_mm256_add_epi64(run, incl), w);
+            } else {
+                start = _mm256_cvtepu32_epi64(
+                    _mm_loadu_si128((const __m128i *)(const void *)(c->offsets + t0 + j)));
+            }
+            over = _mm256_cmpgt_epi64(start, safe);
             if (!_mm256_testz_si256(over, over))
                 break;
             _mm256_storeu_si256((__m256i *)(void *)(pp->code + j),
                                 _mm256_add_epi64(base, _mm256_slli_epi64(start, 2)));
-        }
-    }
-    /* Native layout, the same with the starts as prefix sums of the
-     * tiles' words from next; on leaving, next is tile j's start. */
-    if (native && c->payload_words >= 10 && next <= c->payload_words) {
-        const __m256i base = _mm256_set1_epi64x((long long)(uintptr_t)c->payload);
-        const __m256i safe = _mm256_set1_epi64x((long long)(c->payload_words - 10));
-        __m256i run = _mm256_set1_epi64x((long long)next);
-        for (; j < MF_TILE; j += 4) {
-            __m256i w = tile_words4(c->bitmaps + t0 + j, c->desc.bits), incl = prefix4(w);
-            __m256i start = _mm256_sub_epi64(_mm256_add_epi64(run, incl), w);
-            __m256i over = _mm256_cmpgt_epi64(start, safe);
-            if (!_mm256_testz_si256(over, over))
-                break;
-            _mm256_storeu_si256((__m256i *)(void *)(pp->code + j),
-                                _mm256_add_epi64(base, _mm256_slli_epi64(start, 2)));
-            run = _mm256_add_epi64(run, _mm256_permute4x64_epi64(incl, 0xff));
+            if (native)
+                run = _mm256_add_epi64(run, _mm256_permute4x64_epi64(incl, 0xff));
         }
         next = (uint64_t)_mm256_extract_epi64(run, 0);
     }
