@@ -414,27 +414,66 @@ __global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : MF_TC_BLOCKS
             part[(2 * (lane % 4) + r % 2) * (D + 2) + 2 + mt * 16 + lane / 4 + 8 * (r / 2)] = o[mt][r];
 }
 
-/* Thread per output (row, head, channel): merges the workers' states. */
-__global__ static void tc_merge_kernel(tc_args a, uint32_t rows, uint32_t dim, float *out) {
-    uint64_t idx = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    uint32_t workers = a.splits * WARPS, row, h, c, w;
-    const float *p;
-    float m = -__int_as_float(0x7f800000), l = 0.0f, o = 0.0f;
-    if (idx >= (uint64_t)rows * a.group * dim)
-        return;
-    row = (uint32_t)(idx / ((uint64_t)a.group * dim));
-    h = (uint32_t)(idx / dim % a.group);
-    c = (uint32_t)(idx % dim);
-    p = a.part + ((size_t)row * a.tiles + h / HEADS) * workers * HEADS * (dim + 2) + (h % HEADS) * (dim + 2);
-    for (w = 0; w < workers; w++)
-        m = fmaxf(m, p[(size_t)w * HEADS * (dim + 2)]);
-    for (w = 0; w < workers; w++) {
-        const float *x = p + (size_t)w * HEADS * (dim + 2);
-        float f = mf_exp(MF_SUB(x[0], m));
-        l = MF_ADD(l, MF_MUL(x[1], f));
-        o = MF_ADD(o, MF_MUL(x[2 + c], f));
+#define MERGE_THREADS 128
+
+/* Block reduction over MERGE_THREADS threads (max when is_max, else sum). */
+__device__ static float merge_reduce(float x, bool is_max, float *red) {
+    uint32_t i;
+    for (i = 16; i; i >>= 1) {
+        float y = __shfl_xor_sync(0xffffffffu, x, i);
+        x = is_max ? fmaxf(x, y) : MF_ADD(x, y);
     }
-    out[idx] = mf_canon(MF_DIV(o, l));
+    __syncthreads();
+    if (threadIdx.x % 32 == 0)
+        red[threadIdx.x / 32] = x;
+    __syncthreads();
+    x = red[0];
+    for (i = 1; i < MERGE_THREADS / 32; i++)
+        x = is_max ? fmaxf(x, red[i]) : MF_ADD(x, red[i]);
+    return x;
+}
+
+/* Block per (row, query head): merges the workers' states. Each worker's
+ * factor exp(m_w - m) is computed once, 128 workers at a time, and every
+ * thread sums its channels over them; the loads of different workers are
+ * independent, so they overlap (a thread walking all workers for one
+ * output, as before, waited out one load latency per worker). */
+template <int D> __global__ static void __launch_bounds__(MERGE_THREADS) tc_merge_kernel(tc_args a, float *out) {
+    __shared__ float fs[MERGE_THREADS], red[MERGE_THREADS / 32];
+    const uint32_t t = threadIdx.x, workers = a.splits * WARPS, row = blockIdx.x / a.group;
+    const uint32_t h = blockIdx.x % a.group, CH = (D + MERGE_THREADS - 1) / MERGE_THREADS;
+    const size_t ws = (size_t)HEADS * (D + 2);
+    const float *p = a.part + ((size_t)row * a.tiles + h / HEADS) * workers * ws + (h % HEADS) * (D + 2);
+    float m = -__int_as_float(0x7f800000), l = 0.0f, o[CH];
+    uint32_t w0, w, k;
+    for (k = 0; k < CH; k++)
+        o[k] = 0.0f;
+    for (w = t; w < workers; w += MERGE_THREADS)
+        m = fmaxf(m, p[w * ws]);
+    m = merge_reduce(m, true, red);
+    for (w0 = 0; w0 < workers; w0 += MERGE_THREADS) {
+        const uint32_t nw = workers - w0 < MERGE_THREADS ? workers - w0 : MERGE_THREADS;
+        float f = 0.0f;
+        if (t < nw) {
+            f = mf_exp(MF_SUB(p[(w0 + t) * ws], m));
+            l = MF_ADD(l, MF_MUL(p[(w0 + t) * ws + 1], f));
+        }
+        __syncthreads();
+        fs[t] = f;
+        __syncthreads();
+        for (k = 0; k < CH; k++) {
+            const uint32_t c = t + k * MERGE_THREADS;
+            if (c < D) {
+#pragma unroll 8
+                for (w = 0; w < nw; w++)
+                    o[k] = MF_ADD(o[k], MF_MUL(p[(w0 + w) * ws + 2 + c], fs[w]));
+            }
+        }
+    }
+    l = merge_reduce(l, false, red);
+    for (k = 0; k < CH; k++)
+        if (t + k * MERGE_THREADS < D)
+            out[((size_t)row * a.group + h) * D + t + k * MERGE_THREADS] = mf_canon(MF_DIV(o[k], l));
 }
 
 static size_t tc_smem(uint32_t dim) {
@@ -492,7 +531,6 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
                                            const uint16_t *q, uint32_t group, float *out,
                                            void *workspace, size_t workspace_bytes) {
     const mf_desc *d = &k->desc;
-    uint64_t outs = (uint64_t)d->rows * group * d->dim;
     mf_status st;
     char *rest;
     tc_args a;
@@ -503,7 +541,8 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
     a.part = (float *)rest;
     tc_kernel_of(d)<<<d->rows * a.tiles * a.splits, WARPS * 32, tc_smem(d->dim)>>>(a);
     MF_CU_LAUNCHED();
-    tc_merge_kernel<<<(unsigned)((outs + 255) / 256), 256>>>(a, d->rows, d->dim, out);
+    (d->dim == 64 ? tc_merge_kernel<64> : d->dim == 128 ? tc_merge_kernel<128> : tc_merge_kernel<256>)
+        <<<d->rows * group, MERGE_THREADS>>>(a, out);
     MF_CU_LAUNCHED();
     return mf__cu_flag_result((const unsigned *)workspace);
 }
