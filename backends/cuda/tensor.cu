@@ -1,8 +1,9 @@
 /* tensor.cu - decode attention on the tensor cores (mma.sync m16n8k16,
  * fp16 inputs, fp32 accumulation; sm_80 and later).
  *
- * "Load as compressed, compute as dense": each warp walks its own range
- * of 64-token chunks of one KV row for 8 query heads (one n8 tile). Per
+ * "Load as compressed, compute as dense": each warp (in small layers,
+ * each block of four warps) walks its own range of 64-token chunks of one
+ * KV row for 8 query heads (one n8 tile). Per
  * chunk, 32 tokens at a time, it scatters the K tiles' nonzeros into a
  * zeroed fp16 [32][D] buffer in shared memory and computes S = K Q^T
  * (M = tokens, N = heads); it updates an online softmax, stores P as
@@ -60,8 +61,9 @@ struct tc_args {
     mf_view k, v;
     const uint16_t *q;
     float *part; /* [rows][head tiles][workers][HEADS][D + 2]: m, l, o */
-    uint32_t group, tiles, splits, per_worker;
+    uint32_t group, tiles, splits, per_worker, workers; /* workers per (row, tile) */
     uint64_t chunks;
+    int coop; /* the block shares each chunk (tc_kernel's COOP) */
 };
 
 /* One unit's tile metadata, lane l holding tiles q*32 + l (q < D/32):
@@ -234,10 +236,12 @@ __device__ static void scatter32_warp(uint32_t bits, uint32_t n, const uint32_t 
  * the half's 32 bits of tile (channel) 32s + lane; values: bits 0-31 or
  * 32-63 of the tile of token 32h + lane in channel block s/2. A segment
  * with 8 nonzeros more than the warp's mean for its slot goes to the whole
- * warp afterwards: one such lane would otherwise hold all 32 in its loop. */
+ * warp afterwards: one such lane would otherwise hold all 32 in its loop.
+ * Only segments s_lo .. s_hi - 1 (channels 32s_lo .. 32s_hi - 1). */
 template <int D, int BITS, mf_kind KIND>
 __device__ static void fill_half(const mf_view &c, uint32_t row, const unit_meta<D> &m,
-                                 const unit_words<D> &w, uint32_t h, uint16_t *buf) {
+                                 const unit_words<D> &w, uint32_t h, uint32_t s_lo, uint32_t s_hi,
+                                 uint16_t *buf) {
     const uint32_t lane = threadIdx.x % 32;
     const int stride = KIND == MF_KEY ? D + 8 : 1;
     uint32_t bits[D / 32], n[D / 32], dst[D / 32], deferred = 0;
@@ -251,6 +255,8 @@ __device__ static void fill_half(const mf_view &c, uint32_t row, const unit_meta
     for (uint32_t s = 0; s < D / 32; s++) {
         const uint32_t q = KIND == MF_KEY ? s : 2 * (s / 2) + h, part = KIND == MF_KEY ? h : s % 2;
         const uint32_t hi = (uint32_t)(m.bm[q] >> 32);
+        if (s < s_lo || s >= s_hi)
+            continue;
         bits[s] = part ? (uint32_t)m.bm[q] : hi;
         n[s] = part ? __popc(hi) : 0u;
         dst[s] = KIND == MF_KEY ? q * 32 + lane : lane * (D + 8) + q / 2 * MF_TILE + 32 * part;
@@ -263,6 +269,8 @@ __device__ static void fill_half(const mf_view &c, uint32_t row, const unit_meta
 #pragma unroll
     for (uint32_t s = 0; s < D / 32; s++) {
         const uint32_t q = KIND == MF_KEY ? s : 2 * (s / 2) + h;
+        if (s < s_lo || s >= s_hi)
+            continue;
         for (uint32_t fl = __ballot_sync(0xffffffffu, deferred >> s & 1u); fl; fl &= fl - 1) {
             uint32_t src = __ffs(fl) - 1;
             uint64_t lut = (uint64_t)__shfl_sync(0xffffffffu, (uint32_t)(w.lut[q] >> 32), src) << 32 |
@@ -276,26 +284,44 @@ __device__ static void fill_half(const mf_view &c, uint32_t row, const unit_meta
     }
 }
 
-template <int D> __device__ static void zero(uint16_t *buf) {
-    uint4 *p = (uint4 *)buf, z = make_uint4(0, 0, 0, 0);
+/* Zeroes the [32][D + 8] buffer (N = 0) or its columns c0 .. c0 + 8N - 1. */
+template <int D, int N> __device__ static void zero(uint16_t *buf, uint32_t c0) {
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    uint32_t i;
     __syncwarp();
-    for (uint32_t i = threadIdx.x % 32; i < 32 * (D + 8) / 8; i += 32)
-        p[i] = z;
+    const uint32_t n = N ? N : 1;
+    if (N == 0)
+        for (i = threadIdx.x % 32; i < 32 * (D + 8) / 8; i += 32)
+            ((uint4 *)buf)[i] = z;
+    else
+        for (i = threadIdx.x % 32; i < 32 * n; i += 32)
+            *(uint4 *)(buf + i / n * (D + 8) + c0 + i % n * 8) = z;
     __syncwarp();
 }
 
-template <int D, int BITS>
+/* COOP 0: each warp is a worker walking its own chunks over all channels.
+ * COOP 1 (layers with no more chunks than one wave has blocks, D >= 128):
+ * the block is the worker and its four warps share each chunk, warp w
+ * taking channels [D/4 w, D/4 (w + 1)) of K and of V: a warp's partial
+ * scores go through shared memory and are summed in warp order, then every
+ * warp runs the same softmax. A quarter of the fill and products per warp
+ * cuts the latency of one chunk, which is what a small layer waits for. */
+template <int D, int BITS, int COOP>
 __global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : MF_TC_BLOCKS) tc_kernel(tc_args a) {
     extern __shared__ uint4 smem4[];
     uint16_t *qs = (uint16_t *)smem4; /* [HEADS][D + 8] */
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    uint16_t *buf = qs + HEADS * (D + 8) + warp * (32 * (D + 8) + HEADS * PSTRIDE);
+    const uint32_t BUF = 32 * (D + 8) + HEADS * PSTRIDE; /* halves per warp */
+    const uint32_t SEGS = COOP ? D / 128 : D / 32, s_lo = COOP ? warp * SEGS : 0; /* 32-channel segments */
+    const uint32_t MTS = 2 * SEGS, mt_lo = 2 * s_lo; /* 16-channel output tiles */
+    uint16_t *buf = qs + HEADS * (D + 8) + warp * BUF;
     uint16_t *ps = buf + 32 * (D + 8); /* [HEADS][PSTRIDE]: P as fp16 */
     uint32_t split = blockIdx.x % a.splits, tile = blockIdx.x / a.splits % a.tiles;
-    uint32_t row = blockIdx.x / (a.splits * a.tiles), worker = split * WARPS + warp, i, mt, ks, r, h;
+    uint32_t row = blockIdx.x / (a.splits * a.tiles), worker = COOP ? split : split * WARPS + warp;
+    uint32_t i, mt, ks, r, h;
     uint64_t c0 = (uint64_t)worker * a.per_worker, c1 = c0 + a.per_worker, ch;
     const float scale = mf_score_scale(D), ninf = -__int_as_float(0x7f800000);
-    float o[D / 16][4], mrun[2] = {ninf, ninf}, lrun[2] = {0.0f, 0.0f};
+    float o[MTS][4], mrun[2] = {ninf, ninf}, lrun[2] = {0.0f, 0.0f};
     unit_meta<D> mk, mv;
     unit_words<D> w;
     float *part;
@@ -305,7 +331,7 @@ __global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : MF_TC_BLOCKS
     }
     __syncthreads();
 #pragma unroll
-    for (mt = 0; mt < D / 16; mt++)
+    for (mt = 0; mt < MTS; mt++)
         o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
     if (c1 > a.chunks)
         c1 = a.chunks;
@@ -323,20 +349,41 @@ __global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : MF_TC_BLOCKS
             s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.0f;
 #pragma unroll
         for (h = 0; h < 2; h++) {
-            zero<D>(buf);
-            fill_half<D, BITS, MF_KEY>(a.k, row, mk, w, h, buf);
+            zero<D, COOP ? 4 * SEGS : 0>(buf, 32 * s_lo);
+            fill_half<D, BITS, MF_KEY>(a.k, row, mk, w, h, s_lo, s_lo + SEGS, buf);
             __syncwarp();
 #pragma unroll
-            for (ks = 0; ks < D / 16; ks++) {
+            for (ks = 0; ks < 2 * SEGS; ks++) {
+                const uint32_t kc = (2 * s_lo + ks) * 16;
                 uint32_t b[2];
-                ldsm_x2(b, qs + (lane % 8) * (D + 8) + ks * 16 + ((lane / 8) % 2) * 8);
+                ldsm_x2(b, qs + (lane % 8) * (D + 8) + kc + ((lane / 8) % 2) * 8);
 #pragma unroll
                 for (mt = 0; mt < 2; mt++) {
                     uint32_t av[4];
-                    ldsm_x4(av, buf + (mt * 16 + lane % 16) * (D + 8) + ks * 16 + (lane / 16) * 8);
+                    ldsm_x4(av, buf + (mt * 16 + lane % 16) * (D + 8) + kc + (lane / 16) * 8);
                     mma(s[2 * h + mt], av, b);
                 }
             }
+        }
+        if (COOP) { /* S = ((S_0 + S_1) + S_2) + S_3 over the warps' channel quarters */
+            const float *xs = (const float *)(qs + HEADS * (D + 8));
+            __syncwarp();
+#pragma unroll
+            for (mt = 0; mt < 4; mt++)
+#pragma unroll
+                for (r = 0; r < 4; r++)
+                    ((float *)buf)[(mt * 4 + r) * 32 + lane] = s[mt][r];
+            __syncthreads();
+#pragma unroll
+            for (mt = 0; mt < 4; mt++)
+#pragma unroll
+                for (r = 0; r < 4; r++) {
+                    float v = xs[(mt * 4 + r) * 32 + lane];
+                    for (i = 1; i < WARPS; i++)
+                        v = MF_ADD(v, xs[i * (BUF / 2) + (mt * 4 + r) * 32 + lane]);
+                    s[mt][r] = v;
+                }
+            __syncthreads();
         }
         load_meta<D, BITS>(a.k, row, ch + 1, ch + 1 < c1, mk);
         load_words<D, BITS>(a.v, mv, w);
@@ -377,41 +424,41 @@ __global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : MF_TC_BLOCKS
             lrun[r] = MF_ADD(MF_MUL(lrun[r], alpha[r]), lsum[r]);
         }
 #pragma unroll
-        for (mt = 0; mt < D / 16; mt++)
+        for (mt = 0; mt < MTS; mt++)
 #pragma unroll
             for (r = 0; r < 4; r++)
                 o[mt][r] = MF_MUL(o[mt][r], alpha[r % 2]);
         /* O^T[channel][head] += V^T P^T, 32 tokens at a time */
 #pragma unroll
         for (h = 0; h < 2; h++) {
-            zero<D>(buf);
-            fill_half<D, BITS, MF_VALUE>(a.v, row, mv, w, h, buf);
+            zero<D, COOP ? 4 * SEGS : 0>(buf, 32 * s_lo);
+            fill_half<D, BITS, MF_VALUE>(a.v, row, mv, w, h, s_lo, s_lo + SEGS, buf);
             __syncwarp();
 #pragma unroll
             for (ks = 0; ks < 2; ks++) {
                 uint32_t b[2];
                 ldsm_x2(b, ps + (lane % 8) * PSTRIDE + (2 * h + ks) * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
-                for (mt = 0; mt < D / 16; mt++) {
+                for (mt = 0; mt < MTS; mt++) {
                     uint32_t av[4];
                     ldsm_x4_trans(av, buf + (ks * 16 + lane % 8 + (lane / 16) * 8) * (D + 8) +
-                                          mt * 16 + ((lane / 8) % 2) * 8);
+                                          (mt_lo + mt) * 16 + ((lane / 8) % 2) * 8);
                     mma(o[mt], av, b);
                 }
             }
         }
     }
-    part = a.part + (((size_t)row * a.tiles + tile) * a.splits * WARPS + worker) * HEADS * (D + 2);
-    if (lane < 4)
+    part = a.part + (((size_t)row * a.tiles + tile) * a.workers + worker) * HEADS * (D + 2);
+    if (lane < 4 && (!COOP || warp == 0))
         for (r = 0; r < 2; r++) {
             part[(2 * lane + r) * (D + 2)] = mrun[r];
             part[(2 * lane + r) * (D + 2) + 1] = lrun[r];
         }
 #pragma unroll
-    for (mt = 0; mt < D / 16; mt++)
+    for (mt = 0; mt < MTS; mt++)
 #pragma unroll
         for (r = 0; r < 4; r++)
-            part[(2 * (lane % 4) + r % 2) * (D + 2) + 2 + mt * 16 + lane / 4 + 8 * (r / 2)] = o[mt][r];
+            part[(2 * (lane % 4) + r % 2) * (D + 2) + 2 + (mt_lo + mt) * 16 + lane / 4 + 8 * (r / 2)] = o[mt][r];
 }
 
 #define MERGE_THREADS 128
@@ -440,7 +487,7 @@ __device__ static float merge_reduce(float x, bool is_max, float *red) {
  * output, as before, waited out one load latency per worker). */
 template <int D> __global__ static void __launch_bounds__(MERGE_THREADS) tc_merge_kernel(tc_args a, float *out) {
     __shared__ float fs[MERGE_THREADS], red[MERGE_THREADS / 32];
-    const uint32_t t = threadIdx.x, workers = a.splits * WARPS, row = blockIdx.x / a.group;
+    const uint32_t t = threadIdx.x, workers = a.workers, row = blockIdx.x / a.group;
     const uint32_t h = blockIdx.x % a.group, CH = (D + MERGE_THREADS - 1) / MERGE_THREADS;
     const size_t ws = (size_t)HEADS * (D + 2);
     const float *p = a.part + ((size_t)row * a.tiles + h / HEADS) * workers * ws + (h % HEADS) * (D + 2);
@@ -482,39 +529,50 @@ static size_t tc_smem(uint32_t dim) {
 
 typedef void (*tc_fn)(tc_args);
 
-template <int D> static tc_fn tc_kernel_bits(uint32_t bits) {
-    return bits == 2 ? tc_kernel<D, 2> : bits == 4 ? tc_kernel<D, 4> : tc_kernel<D, 0>;
+template <int D, int COOP> static tc_fn tc_kernel_bits(uint32_t bits) {
+    return bits == 2 ? tc_kernel<D, 2, COOP> : bits == 4 ? tc_kernel<D, 4, COOP> : tc_kernel<D, 0, COOP>;
 }
 
-static tc_fn tc_kernel_of(const mf_desc *d) {
-    return d->dim == 64    ? tc_kernel_bits<64>(d->bits)
-           : d->dim == 128 ? tc_kernel_bits<128>(d->bits)
-                           : tc_kernel_bits<256>(d->bits);
+static tc_fn tc_kernel_of(const mf_desc *d, int coop) {
+    if (d->dim == 64)
+        return tc_kernel_bits<64, 0>(d->bits);
+    if (d->dim == 128)
+        return coop ? tc_kernel_bits<128, 1>(d->bits) : tc_kernel_bits<128, 0>(d->bits);
+    return coop ? tc_kernel_bits<256, 1>(d->bits) : tc_kernel_bits<256, 0>(d->bits);
 }
 
-/* Work split: enough warps for one full wave of blocks; each worker (warp)
- * takes per_worker consecutive chunks. */
+/* Work split: enough warps for one full wave of blocks; each worker takes
+ * per_worker consecutive chunks. The workers are warps, or for a layer with
+ * no more chunks than one wave has blocks (D >= 128), blocks whose warps
+ * share each chunk: there a chunk's latency is the call's (measured: 10-15%
+ * faster for batch 1 at T 1K-4K; from two chunks per block on, slower). */
 static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a) {
     int sms = 0, occ = 0;
-    uint64_t units, want;
+    uint64_t units, want, per;
     size_t smem = tc_smem(k->dim);
-    tc_fn fn = tc_kernel_of(k);
     MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    MF_CU(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)fn, WARPS * 32, smem));
-    if (occ < 1)
-        return MF_ERR_UNSUPPORTED;
     a->group = group;
     a->tiles = (group + HEADS - 1) / HEADS;
     a->chunks = (k->tokens + MF_TILE - 1) / MF_TILE;
     units = (uint64_t)k->rows * a->tiles;
+    for (a->coop = 0;; a->coop = 1) {
+        tc_fn fn = tc_kernel_of(k, a->coop);
+        MF_CU(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)fn, WARPS * 32, smem));
+        if (occ < 1)
+            return MF_ERR_UNSUPPORTED;
+        if (a->coop || k->dim < 128 || units * a->chunks > (uint64_t)sms * (uint64_t)occ)
+            break;
+    }
+    per = a->coop ? 1 : WARPS; /* workers per block */
     want = (uint64_t)sms * (uint64_t)occ / units;
     if (want < 1)
         want = 1;
-    if (want > (a->chunks + WARPS - 1) / WARPS)
-        want = (a->chunks + WARPS - 1) / WARPS;
+    if (want > (a->chunks + per - 1) / per)
+        want = (a->chunks + per - 1) / per;
     a->splits = (uint32_t)want;
-    a->per_worker = (uint32_t)((a->chunks + want * WARPS - 1) / (want * WARPS));
+    a->workers = (uint32_t)(want * per);
+    a->per_worker = (uint32_t)((a->chunks + a->workers - 1) / a->workers);
     return MF_OK;
 }
 
@@ -523,7 +581,7 @@ mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
     mf_status st = plan(k, group, &a);
     if (st != MF_OK)
         return st;
-    *bytes = mf__cu_align((size_t)k->rows * a.tiles * a.splits * WARPS * HEADS * (k->dim + 2) * 4);
+    *bytes = mf__cu_align((size_t)k->rows * a.tiles * a.workers * HEADS * (k->dim + 2) * 4);
     return MF_OK;
 }
 
@@ -539,7 +597,7 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
         return st;
     a.q = q;
     a.part = (float *)rest;
-    tc_kernel_of(d)<<<d->rows * a.tiles * a.splits, WARPS * 32, tc_smem(d->dim)>>>(a);
+    tc_kernel_of(d, a.coop)<<<d->rows * a.tiles * a.splits, WARPS * 32, tc_smem(d->dim)>>>(a);
     MF_CU_LAUNCHED();
     (d->dim == 64 ? tc_merge_kernel<64> : d->dim == 128 ? tc_merge_kernel<128> : tc_merge_kernel<256>)
         <<<d->rows * group, MERGE_THREADS>>>(a, out);
