@@ -69,15 +69,12 @@ mf_status mf_encode(mf_backend backend, const uint16_t *dense, uint32_t keep, mf
     return mf_encode_ex(backend, dense, keep, out, capacity, NULL, 0, diag);
 }
 
-/* workspace NULL: the backend allocates its own (mf_encode). */
-mf_status mf_encode_ex(mf_backend backend, const uint16_t *dense, uint32_t keep, mf_ctensor *out,
-                       uint64_t capacity, void *workspace, size_t workspace_bytes, mf_diag *diag) {
+/* The checks of one encode's output and keep (after the NULL and backend
+ * checks). */
+static mf_status check_encode(uint32_t keep, const mf_ctensor *out, uint64_t capacity,
+                              mf_diag *diag) {
     mf_sizes s;
     mf_status st;
-    if (!dense || !out)
-        return mf__fail(diag, MF_ERR_NULL, "dense input or output tensor is NULL");
-    if ((st = check_backend(backend, diag)) != MF_OK)
-        return st;
     if ((st = mf_desc_check(&out->desc, diag)) != MF_OK)
         return st;
     mf_sizes_of(&out->desc, 0, &s);
@@ -87,9 +84,63 @@ mf_status mf_encode_ex(mf_backend backend, const uint16_t *dense, uint32_t keep,
         (s.window && !out->window) || (capacity && !out->payload) ||
         (s.tiles && out->desc.bits && (!out->scales || !out->zeros)))
         return mf__fail(diag, MF_ERR_NULL, "an output array is NULL");
+    return MF_OK;
+}
+
+/* workspace NULL: the backend allocates its own (mf_encode). */
+mf_status mf_encode_ex(mf_backend backend, const uint16_t *dense, uint32_t keep, mf_ctensor *out,
+                       uint64_t capacity, void *workspace, size_t workspace_bytes, mf_diag *diag) {
+    mf_status st;
+    if (!dense || !out)
+        return mf__fail(diag, MF_ERR_NULL, "dense input or output tensor is NULL");
+    if ((st = check_backend(backend, diag)) != MF_OK ||
+        (st = check_encode(keep, out, capacity, diag)) != MF_OK)
+        return st;
     if (backend == MF_BACKEND_CUDA)
         return mf_cuda_encode(dense, keep, out, capacity, workspace, workspace_bytes, diag);
     return mf_cpu_encode(dense, keep, out, capacity, diag);
+}
+
+/* A layer's K and V descs: keys and values of the same shape and width. */
+static mf_status check_kv(const mf_desc *k, const mf_desc *v, mf_diag *diag) {
+    if (k->kind != MF_KEY || v->kind != MF_VALUE)
+        return mf__fail(diag, MF_ERR_ARG, "K must be of kind key and V of kind value");
+    if (k->rows != v->rows || k->tokens != v->tokens || k->dim != v->dim || k->bits != v->bits)
+        return mf__fail(diag, MF_ERR_DIMS, "K is [%u, %u, %u] at %u bits, V [%u, %u, %u] at %u bits",
+                        k->rows, k->tokens, k->dim, k->bits, v->rows, v->tokens, v->dim, v->bits);
+    return MF_OK;
+}
+
+mf_status mf_encode_kv_workspace(mf_backend backend, const mf_desc *k, const mf_desc *v,
+                                 size_t *bytes) {
+    mf_status st;
+    if (!k || !v || !bytes)
+        return MF_ERR_NULL;
+    *bytes = 0;
+    if ((st = check_backend(backend, NULL)) != MF_OK || (st = mf_desc_check(k, NULL)) != MF_OK ||
+        (st = mf_desc_check(v, NULL)) != MF_OK || (st = check_kv(k, v, NULL)) != MF_OK)
+        return st;
+    return backend == MF_BACKEND_CUDA ? mf_cuda_encode_kv_workspace(k, v, bytes) : MF_OK;
+}
+
+mf_status mf_encode_kv_ex(mf_backend backend, const uint16_t *k_dense, const uint16_t *v_dense,
+                          uint32_t keep, mf_ctensor *k_out, mf_ctensor *v_out,
+                          uint64_t k_capacity, uint64_t v_capacity, void *workspace,
+                          size_t workspace_bytes, mf_diag *diag) {
+    mf_status st;
+    if (!k_dense || !v_dense || !k_out || !v_out)
+        return mf__fail(diag, MF_ERR_NULL, "a dense input or output tensor is NULL");
+    if ((st = check_backend(backend, diag)) != MF_OK ||
+        (st = check_encode(keep, k_out, k_capacity, diag)) != MF_OK ||
+        (st = check_encode(keep, v_out, v_capacity, diag)) != MF_OK ||
+        (st = check_kv(&k_out->desc, &v_out->desc, diag)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CUDA)
+        return mf_cuda_encode_kv(k_dense, v_dense, keep, k_out, v_out, k_capacity, v_capacity,
+                                 workspace, workspace_bytes, diag);
+    if ((st = mf_cpu_encode(k_dense, keep, k_out, k_capacity, diag)) != MF_OK)
+        return st;
+    return mf_cpu_encode(v_dense, keep, v_out, v_capacity, diag);
 }
 
 mf_status mf_decode(mf_backend backend, const mf_ctensor *c, uint16_t *dense, mf_diag *diag) {

@@ -153,6 +153,20 @@ mf_status mf_encode_ex(mf_backend backend, const uint16_t *dense, uint32_t keep,
                        mf_ctensor *out, uint64_t capacity, void *workspace,
                        size_t workspace_bytes, mf_diag *diag);
 
+/* A layer's K and V (k_out of kind MF_KEY, v_out of kind MF_VALUE, same
+ * rows, tokens, dim and bits), each encoded as by mf_encode_ex, in one
+ * call: on the CUDA backend one launch and one read-back for both, which
+ * is most of the cost of appending a 64-token block on the decode path.
+ * K's error is reported first; a tensor's payload_words is set only when
+ * it was encoded. Scratch: at least mf_encode_kv_workspace bytes (CUDA),
+ * or NULL to have the call allocate its own. */
+mf_status mf_encode_kv_workspace(mf_backend backend, const mf_desc *k, const mf_desc *v,
+                                 size_t *bytes);
+mf_status mf_encode_kv_ex(mf_backend backend, const uint16_t *k_dense, const uint16_t *v_dense,
+                          uint32_t keep, mf_ctensor *k_out, mf_ctensor *v_out,
+                          uint64_t k_capacity, uint64_t v_capacity, void *workspace,
+                          size_t workspace_bytes, mf_diag *diag);
+
 /* Validates c, then writes dense [rows, tokens, dim] fp16. */
 mf_status mf_decode(mf_backend backend, const mf_ctensor *c, uint16_t *dense, mf_diag *diag);
 

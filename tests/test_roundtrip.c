@@ -151,6 +151,67 @@ Test(roundtrip, encode_ex_with_workspace_equals_encode) {
     free(x);
 }
 
+/* K and V in one call: the same tensors as two mf_encode_ex calls; the
+ * pairing rules (kinds, shapes, widths); K's error first, V left
+ * unencoded then. */
+Test(roundtrip, encode_kv_equals_two_encodes) {
+    uint64_t seed = 10;
+    const size_t n = (size_t)3 * 150 * 128;
+    uint16_t *k = th_dense(&seed, n, 2.0f), *v = th_dense(&seed, n, 2.0f);
+    mf_desc kd = th_desc(MF_KEY, MF_LAYOUT_NATIVE, 2, 3, 150, 128);
+    mf_desc vd = th_desc(MF_VALUE, MF_LAYOUT_NATIVE, 2, 3, 150, 128), bad;
+    mf_ctensor ka, va, kb, vb;
+    mf_sizes s;
+    mf_diag diag;
+    size_t bytes = 1;
+    mf_sizes_of(&kd, 38, &s);
+    cr_assert_eq(th_encode(&kd, k, 38, &ka), MF_OK);
+    cr_assert_eq(th_encode(&vd, v, 38, &va), MF_OK);
+    cr_assert_eq(mf_ctensor_alloc(&kb, &kd, s.payload_keep), MF_OK);
+    cr_assert_eq(mf_ctensor_alloc(&vb, &vd, s.payload_keep), MF_OK);
+    cr_assert_eq(mf_encode_kv_workspace(MF_BACKEND_CPU, &kd, &vd, &bytes), MF_OK);
+    cr_assert_eq(bytes, 0);
+    cr_assert_eq(mf_encode_kv_ex(MF_BACKEND_CPU, k, v, 38, &kb, &vb, s.payload_keep,
+                                 s.payload_keep, NULL, 0, &diag), MF_OK, "%s", diag.msg);
+    cr_assert_eq(ka.payload_words, kb.payload_words);
+    cr_assert_eq(va.payload_words, vb.payload_words);
+    cr_assert_arr_eq(ka.payload, kb.payload, ka.payload_words * 4);
+    cr_assert_arr_eq(va.payload, vb.payload, va.payload_words * 4);
+    cr_assert_arr_eq(ka.bitmaps, kb.bitmaps, (size_t)3 * 2 * 128 * 8);
+    cr_assert_arr_eq(va.bitmaps, vb.bitmaps, (size_t)3 * 2 * 128 * 8);
+    cr_assert_arr_eq(va.window, vb.window, (size_t)3 * 22 * 128 * 2);
+    /* the pairing rules */
+    cr_assert_eq(mf_encode_kv_ex(MF_BACKEND_CPU, k, v, 38, &vb, &kb, s.payload_keep,
+                                 s.payload_keep, NULL, 0, &diag), MF_ERR_ARG);
+    cr_assert_eq(mf_encode_kv_workspace(MF_BACKEND_CPU, &vd, &kd, &bytes), MF_ERR_ARG);
+    bad = vd;
+    bad.bits = 4;
+    cr_assert_eq(mf_encode_kv_workspace(MF_BACKEND_CPU, &kd, &bad, &bytes), MF_ERR_DIMS);
+    bad = vd;
+    bad.tokens = 149;
+    cr_assert_eq(mf_encode_kv_workspace(MF_BACKEND_CPU, &kd, &bad, &bytes), MF_ERR_DIMS);
+    cr_assert_eq(mf_encode_kv_workspace(MF_BACKEND_CPU, &kd, NULL, &bytes), MF_ERR_NULL);
+    cr_assert_eq(mf_encode_kv_ex(MF_BACKEND_CPU, k, NULL, 38, &kb, &vb, s.payload_keep,
+                                 s.payload_keep, NULL, 0, &diag), MF_ERR_NULL);
+    cr_assert_eq(mf_encode_kv_ex(MF_BACKEND_CPU, k, v, 129, &kb, &vb, s.payload_keep,
+                                 s.payload_keep, NULL, 0, &diag), MF_ERR_ARG);
+    /* K's non-finite input is reported and V is not encoded */
+    k[5] = 0x7c00u;
+    vb.payload_words = 12345;
+    cr_assert_eq(mf_encode_kv_ex(MF_BACKEND_CPU, k, v, 38, &kb, &vb, s.payload_keep,
+                                 s.payload_keep, NULL, 0, &diag), MF_ERR_NONFINITE);
+    cr_assert(strstr(diag.msg, "input[0][0][5]") != NULL, "%s", diag.msg);
+    cr_assert_eq(vb.payload_words, 12345);
+    if (!mf_backend_available(MF_BACKEND_CUDA))
+        cr_assert_eq(mf_encode_kv_ex(MF_BACKEND_CUDA, k, v, 38, &kb, &vb, s.payload_keep,
+                                     s.payload_keep, NULL, 0, &diag), MF_ERR_NO_DEVICE);
+    mf_ctensor_free(&ka);
+    mf_ctensor_free(&va);
+    mf_ctensor_free(&kb);
+    mf_ctensor_free(&vb);
+    free(k), free(v);
+}
+
 Test(attend, compressed_equals_decoded_at_1_2_7_threads) {
     uint64_t seed = 7;
     int iter;

@@ -147,17 +147,30 @@ __device__ static inline uint64_t skip_bits(uint64_t b, uint32_t n) {
 /* Dense window elements per thread of a window block. */
 #define WINDOW_PER_THREAD 4u
 
-/* One unit, or a share of the dense window for tickets past the units.
+/* One tensor's encoding in a launch: its view, outputs, input, and its
+ * control record and flags; tickets = units + window blocks. */
+struct enc_job {
+    mf_view c;
+    uint64_t *bitmaps;
+    uint16_t *scales, *zeros, *window;
+    uint32_t *offsets, *payload;
+    const uint16_t *dense;
+    uint64_t capacity, units, tickets;
+    enc_ctl *ctl;
+    unsigned long long *flags;
+};
+
+/* One unit, or a share of the dense window for tickets past the units,
+ * of job j0 (the first j0.tickets tickets) or j1 (the rest): a layer's K
+ * and V in one launch.
  * D: head dim; 2 * D threads; thread (row r, part q) prunes channels
  * 32q .. 32q + 31 of token row r. Registers capped for 1536 threads per
  * SM (6 blocks at D = 128, 40 registers, a few bytes spilled): 2-3% faster
  * than the 5 blocks that 47 registers allow (bench/GPU-NOTES.md). */
 template <int D, int BITS>
 __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
-    encode_kernel(mf_view c, uint64_t *bitmaps, uint16_t *scales, uint16_t *zeros,
-                  uint32_t *offsets, uint32_t *payload, uint16_t *window,
-                  const uint16_t *dense, uint32_t keep, uint64_t capacity, uint64_t units,
-                  enc_ctl *ctl, unsigned long long *flags) {
+    encode_kernel(const __grid_constant__ enc_job j0, const __grid_constant__ enc_job j1,
+                  uint32_t keep) {
     constexpr uint32_t NT = 2 * D, TPR = D / 32;
     __shared__ uint4 blk4[MF_TILE * D / 8]; /* the unit's input, row-major */
     __shared__ uint32_t rows[MF_TILE][TPR + 1]; /* keep masks, channel 32q + c at bit 31 - c */
@@ -175,11 +188,20 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     uint32_t row, words, chunks, h;
 
     if (tid == 0) {
-        s_u = atomicAdd(&ctl->ticket, 1ull);
+        s_u = atomicAdd(&j0.ctl->ticket, 1ull);
         s_bad = 0;
     }
     __syncthreads();
-    u = s_u;
+    const enc_job &job = s_u < j0.tickets ? j0 : j1;
+    const mf_view &c = job.c;
+    const uint16_t *dense = job.dense;
+    uint64_t *bitmaps = job.bitmaps;
+    uint16_t *scales = job.scales, *zeros = job.zeros, *window = job.window;
+    uint32_t *offsets = job.offsets, *payload = job.payload;
+    const uint64_t capacity = job.capacity, units = job.units;
+    enc_ctl *ctl = job.ctl;
+    unsigned long long *flags = job.flags;
+    u = s_u < j0.tickets ? s_u : s_u - j0.tickets;
     if (u >= units) {
         uint64_t wt = c.tokens % MF_TILE, n = (uint64_t)c.rows * wt * D;
         uint64_t w = (u - units) * NT * WINDOW_PER_THREAD + tid;
@@ -482,81 +504,50 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     }
 }
 
-/* Encoder scratch for `units` units: the control record and the flags. */
-static size_t encode_scratch(uint64_t units) { return CTL_BYTES + mf__cu_align(units * 8); }
-
-extern "C" mf_status mf_cuda_encode_workspace(const mf_desc *d, size_t *bytes) {
+/* Encoder scratch of one launch: the jobs' control records side by side
+ * (one read-back for all), then each job's per-unit flags. */
+static size_t flags_bytes(const mf_desc *d) {
     mf_sizes s;
     mf_sizes_of(d, 0, &s);
-    *bytes = encode_scratch(s.blocks * d->rows);
+    return mf__cu_align(s.blocks * d->rows * 8);
+}
+
+extern "C" mf_status mf_cuda_encode_workspace(const mf_desc *d, size_t *bytes) {
+    *bytes = CTL_BYTES + flags_bytes(d);
     return MF_OK;
 }
 
-template <int D, int BITS>
-static void launch_encode(unsigned grid, const mf_view &v, mf_ctensor *out, const uint16_t *dense,
-                          uint32_t keep, uint64_t capacity, uint64_t units, char *scratch) {
-    encode_kernel<D, BITS><<<grid, 2 * D>>>(v, out->bitmaps, out->scales, out->zeros, out->offsets,
-                                            out->payload, out->window, dense, keep, capacity,
-                                            units, (enc_ctl *)scratch,
-                                            (unsigned long long *)(scratch + CTL_BYTES));
+extern "C" mf_status mf_cuda_encode_kv_workspace(const mf_desc *k, const mf_desc *v, size_t *bytes) {
+    *bytes = 2 * CTL_BYTES + flags_bytes(k) + flags_bytes(v);
+    return MF_OK;
 }
 
 template <int D>
-static void launch_encode_bits(uint32_t bits, unsigned grid, const mf_view &v, mf_ctensor *out,
-                               const uint16_t *dense, uint32_t keep, uint64_t capacity,
-                               uint64_t units, char *scratch) {
+static void launch_encode(uint32_t bits, unsigned grid, const enc_job &j0, const enc_job &j1,
+                          uint32_t keep) {
     if (bits == 0)
-        launch_encode<D, 0>(grid, v, out, dense, keep, capacity, units, scratch);
+        encode_kernel<D, 0><<<grid, 2 * D>>>(j0, j1, keep);
     else if (bits == 2)
-        launch_encode<D, 2>(grid, v, out, dense, keep, capacity, units, scratch);
+        encode_kernel<D, 2><<<grid, 2 * D>>>(j0, j1, keep);
     else
-        launch_encode<D, 4>(grid, v, out, dense, keep, capacity, units, scratch);
+        encode_kernel<D, 4><<<grid, 2 * D>>>(j0, j1, keep);
 }
 
-extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
-                                    uint64_t capacity, void *workspace, size_t workspace_bytes,
-                                    mf_diag *diag) {
+/* What the device reported for one tensor (its control record ctl): the
+ * first non-finite input, or the payload total against the capacity. */
+static mf_status encode_result(const unsigned long long *ctl, const uint16_t *dense,
+                               mf_ctensor *out, uint64_t capacity, mf_diag *diag) {
     const mf_desc *d = &out->desc;
     mf_sizes s;
-    mf_view v;
-    mf_status st = MF_OK;
-    uint64_t units, grid, total;
-    unsigned long long ctl[3];
-    char *scratch = (char *)workspace;
-    size_t bytes;
     mf_sizes_of(d, 0, &s);
-    units = s.blocks * d->rows;
-    bytes = encode_scratch(units);
-    if (workspace && workspace_bytes < bytes)
-        return mf__fail(diag, MF_ERR_BUFFER_SMALL, "encode workspace has %zu bytes, needs %zu",
-                        workspace_bytes, bytes);
-    if (!workspace && (st = mf_cuda_alloc(bytes, (void **)&scratch)) != MF_OK)
-        return st;
-    v = mf__cu_view(out);
-    grid = units + (s.window + 2 * d->dim * WINDOW_PER_THREAD - 1) / (2 * d->dim * WINDOW_PER_THREAD);
-    if (cudaMemsetAsync(scratch, 0, CTL_BYTES + units * 8) != cudaSuccess)
-        goto device;
-    if (grid) {
-        if (d->dim == 64)
-            launch_encode_bits<64>(d->bits, (unsigned)grid, v, out, dense, keep, capacity, units, scratch);
-        else if (d->dim == 128)
-            launch_encode_bits<128>(d->bits, (unsigned)grid, v, out, dense, keep, capacity, units, scratch);
-        else
-            launch_encode_bits<256>(d->bits, (unsigned)grid, v, out, dense, keep, capacity, units, scratch);
-        if (cudaGetLastError() != cudaSuccess)
-            goto device;
-    }
-    if (cudaMemcpy(ctl, scratch, sizeof ctl, cudaMemcpyDeviceToHost) != cudaSuccess)
-        goto device;
     if (ctl[0]) {
         uint64_t key = ~ctl[0], wt = s.window_tokens, r = key / (wt * d->dim), rest = key % (wt * d->dim);
         uint16_t h = 0;
         cudaMemcpy(&h, dense + (r * d->tokens + s.blocks * MF_TILE) * d->dim + rest, 2,
                    cudaMemcpyDeviceToHost);
-        st = mf__fail(diag, MF_ERR_NONFINITE, "input[%llu][%llu][%llu] is 0x%04x (NaN or inf)",
-                      (unsigned long long)r, (unsigned long long)(s.blocks * MF_TILE + rest / d->dim),
-                      (unsigned long long)(rest % d->dim), h);
-        goto done;
+        return mf__fail(diag, MF_ERR_NONFINITE, "input[%llu][%llu][%llu] is 0x%04x (NaN or inf)",
+                        (unsigned long long)r, (unsigned long long)(s.blocks * MF_TILE + rest / d->dim),
+                        (unsigned long long)(rest % d->dim), h);
     }
     if (ctl[1]) {
         uint64_t e = ~ctl[1], u = e / (MF_TILE * d->dim);
@@ -566,22 +557,83 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
             block = u / d->rows, row = (uint32_t)(u % d->rows);
         else
             row = (uint32_t)(u / s.blocks), block = u % s.blocks;
-        st = mf__fail(diag, MF_ERR_NONFINITE, "input[%u][%llu][%lu] is NaN or inf", row,
-                      (unsigned long long)(block * MF_TILE + bad / d->dim),
-                      (unsigned long)(bad % d->dim));
-        goto done;
+        return mf__fail(diag, MF_ERR_NONFINITE, "input[%u][%llu][%lu] is NaN or inf", row,
+                        (unsigned long long)(block * MF_TILE + bad / d->dim),
+                        (unsigned long long)(bad % d->dim));
     }
-    total = ctl[2];
-    if (total > UINT32_MAX) {
-        st = mf__fail(diag, MF_ERR_LIMIT, "payload exceeds 2^32-1 words (uint32 offsets)");
-        goto done;
+    if (ctl[2] > UINT32_MAX)
+        return mf__fail(diag, MF_ERR_LIMIT, "payload exceeds 2^32-1 words (uint32 offsets)");
+    if (ctl[2] > capacity)
+        return mf__fail(diag, MF_ERR_BUFFER_SMALL, "payload needs %llu words, capacity is %llu",
+                        (unsigned long long)ctl[2], (unsigned long long)capacity);
+    out->payload_words = ctl[2];
+    return MF_OK;
+}
+
+/* Encodes n (1 or 2) tensors of one head dim and code width in one
+ * launch: one scratch clear, one kernel, one read-back. A failing tensor
+ * is reported, the first one first; the other's payload_words is set
+ * only if it was encoded. */
+static mf_status encode_jobs(uint32_t n, const uint16_t *const dense[2], uint32_t keep,
+                             mf_ctensor *const out[2], const uint64_t capacity[2],
+                             void *workspace, size_t workspace_bytes, mf_diag *diag) {
+    const mf_desc *d = &out[0]->desc;
+    enc_job job[2];
+    mf_status st = MF_OK;
+    unsigned long long ctl[2 * CTL_BYTES / 8];
+    char *scratch = (char *)workspace, *fl;
+    size_t bytes = n * CTL_BYTES;
+    uint64_t grid = 0;
+    uint32_t i;
+    for (i = 0; i < n; i++)
+        bytes += flags_bytes(&out[i]->desc);
+    if (workspace && workspace_bytes < bytes)
+        return mf__fail(diag, MF_ERR_BUFFER_SMALL, "encode workspace has %zu bytes, needs %zu",
+                        workspace_bytes, bytes);
+    if (!workspace && (st = mf_cuda_alloc(bytes, (void **)&scratch)) != MF_OK)
+        return st;
+    fl = scratch + n * CTL_BYTES;
+    for (i = 0; i < n; i++) {
+        mf_ctensor *o = out[i];
+        mf_sizes s;
+        mf_sizes_of(&o->desc, 0, &s);
+        job[i].c = mf__cu_view(o);
+        job[i].bitmaps = o->bitmaps;
+        job[i].scales = o->scales;
+        job[i].zeros = o->zeros;
+        job[i].window = o->window;
+        job[i].offsets = o->offsets;
+        job[i].payload = o->payload;
+        job[i].dense = dense[i];
+        job[i].capacity = capacity[i];
+        job[i].units = s.blocks * o->desc.rows;
+        job[i].tickets = job[i].units + (s.window + 2 * d->dim * WINDOW_PER_THREAD - 1) /
+                                            (2 * d->dim * WINDOW_PER_THREAD);
+        job[i].ctl = (enc_ctl *)(scratch + i * CTL_BYTES);
+        job[i].flags = (unsigned long long *)fl;
+        fl += flags_bytes(&o->desc);
+        grid += job[i].tickets;
     }
-    if (total > capacity) {
-        st = mf__fail(diag, MF_ERR_BUFFER_SMALL, "payload needs %llu words, capacity is %llu",
-                      (unsigned long long)total, (unsigned long long)capacity);
-        goto done;
+    if (n == 1) {
+        job[1] = job[0];
+        job[1].tickets = 0;
     }
-    out->payload_words = total;
+    if (cudaMemsetAsync(scratch, 0, bytes) != cudaSuccess)
+        goto device;
+    if (grid) {
+        if (d->dim == 64)
+            launch_encode<64>(d->bits, (unsigned)grid, job[0], job[1], keep);
+        else if (d->dim == 128)
+            launch_encode<128>(d->bits, (unsigned)grid, job[0], job[1], keep);
+        else
+            launch_encode<256>(d->bits, (unsigned)grid, job[0], job[1], keep);
+        if (cudaGetLastError() != cudaSuccess)
+            goto device;
+    }
+    if (cudaMemcpy(ctl, scratch, n * CTL_BYTES, cudaMemcpyDeviceToHost) != cudaSuccess)
+        goto device;
+    for (i = 0; i < n && st == MF_OK; i++)
+        st = encode_result(ctl + i * CTL_BYTES / 8, dense[i], out[i], capacity[i], diag);
     goto done;
 device:
     st = mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
@@ -589,6 +641,25 @@ done:
     if (!workspace)
         cudaFree(scratch);
     return st;
+}
+
+extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
+                                    uint64_t capacity, void *workspace, size_t workspace_bytes,
+                                    mf_diag *diag) {
+    const uint16_t *const in[2] = {dense, NULL};
+    mf_ctensor *const outs[2] = {out, NULL};
+    const uint64_t cap[2] = {capacity, 0};
+    return encode_jobs(1, in, keep, outs, cap, workspace, workspace_bytes, diag);
+}
+
+extern "C" mf_status mf_cuda_encode_kv(const uint16_t *k_dense, const uint16_t *v_dense,
+                                       uint32_t keep, mf_ctensor *k_out, mf_ctensor *v_out,
+                                       uint64_t k_capacity, uint64_t v_capacity, void *workspace,
+                                       size_t workspace_bytes, mf_diag *diag) {
+    const uint16_t *const in[2] = {k_dense, v_dense};
+    mf_ctensor *const outs[2] = {k_out, v_out};
+    const uint64_t cap[2] = {k_capacity, v_capacity};
+    return encode_jobs(2, in, keep, outs, cap, workspace, workspace_bytes, diag);
 }
 
 /* Block per unit: every dense element of the unit from its tile. */
