@@ -251,29 +251,34 @@ extern "C" mf_status mf_cuda_value_combine(const mf_ctensor *v, const float *p, 
     return st;
 }
 
+/* Workspace of either attention kernel: the flag, then the larger of the
+ * two kernels' states (tc: the tensor-core kernel's). */
+static size_t attend_need(const mf_desc *k, uint32_t group, size_t tc) {
+    size_t ref = states_bytes(k->rows, k->tokens, k->dim, group);
+    return FLAG_BYTES + (ref > tc ? ref : tc);
+}
+
 extern "C" mf_status mf_cuda_attend_workspace(const mf_desc *k, uint32_t group, size_t *bytes) {
-    size_t ref = states_bytes(k->rows, k->tokens, k->dim, group), tc;
+    size_t tc;
     mf_status st = mf__cu_tensor_bytes(k, group, &tc);
     if (st != MF_OK)
         return st;
-    *bytes = FLAG_BYTES + (ref > tc ? ref : tc);
+    *bytes = attend_need(k, group, tc);
     return MF_OK;
 }
 
-mf_status mf__cu_attend_prepare(const mf_ctensor *k, const mf_ctensor *v, uint32_t group,
-                                void *workspace, size_t workspace_bytes, mf_view *kv,
-                                mf_view *vv, char **rest) {
-    unsigned *flag = (unsigned *)workspace;
-    size_t need;
-    mf_status st;
-    if ((st = mf__cu_compute_view(k, flag, kv)) != MF_OK ||
-        (st = mf__cu_compute_view(v, flag, vv)) != MF_OK ||
-        (st = mf_cuda_attend_workspace(&k->desc, group, &need)) != MF_OK)
-        return st;
-    if (workspace_bytes < need)
+mf_status mf__cu_attend_views(const mf_ctensor *k, const mf_ctensor *v, void *workspace,
+                              mf_view *kv, mf_view *vv) {
+    mf_status st = mf__cu_compute_view(k, (unsigned *)workspace, kv);
+    return st != MF_OK ? st : mf__cu_compute_view(v, (unsigned *)workspace, vv);
+}
+
+mf_status mf__cu_attend_space(const mf_desc *k, uint32_t group, size_t tc, void *workspace,
+                              size_t workspace_bytes, char **rest) {
+    if (workspace_bytes < attend_need(k, group, tc))
         return MF_ERR_BUFFER_SMALL;
     *rest = (char *)workspace + FLAG_BYTES;
-    return mf__cu_flag_clear(flag);
+    return mf__cu_flag_clear((unsigned *)workspace);
 }
 
 extern "C" mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
@@ -285,8 +290,10 @@ extern "C" mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, co
     job jb;
     init_job(&jb, d->rows, d->tokens, d->dim, group);
     jb.q = q;
-    if ((st = mf__cu_attend_prepare(k, v, group, workspace, workspace_bytes, &jb.k.c, &jb.v.c,
-                                    &rest)) != MF_OK)
+    size_t tc;
+    if ((st = mf__cu_attend_views(k, v, workspace, &jb.k.c, &jb.v.c)) != MF_OK ||
+        (st = mf__cu_tensor_bytes(d, group, &tc)) != MF_OK ||
+        (st = mf__cu_attend_space(d, group, tc, workspace, workspace_bytes, &rest)) != MF_OK)
         return st;
     jb.states = (float *)rest;
     if ((st = run_job<MODE_ATTEND>(&jb, out)) != MF_OK)

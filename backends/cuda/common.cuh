@@ -141,10 +141,14 @@ mf_status mf__cu_flag_result(const unsigned *bad);
 /* Attention plumbing shared by attend.cu and tensor.cu. */
 /* Workspace bytes of the tensor-core kernel's partial states. */
 mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes);
-/* Checks the workspace size and K and V (flag at the workspace's front);
- * returns the rest of the workspace for the kernel. */
-mf_status mf__cu_attend_prepare(const mf_ctensor *k, const mf_ctensor *v, uint32_t group,
-                                void *workspace, size_t workspace_bytes, mf_view *kv,
-                                mf_view *vv, char **rest);
+/* Checks K and V and makes their views (range flag at the workspace's
+ * front). */
+mf_status mf__cu_attend_views(const mf_ctensor *k, const mf_ctensor *v, void *workspace,
+                              mf_view *kv, mf_view *vv);
+/* Checks the workspace against mf_cuda_attend_workspace's size (tc: the
+ * tensor-core kernel's part of it, from the caller's plan), clears the
+ * flag and returns the rest of the workspace for the kernel. */
+mf_status mf__cu_attend_space(const mf_desc *k, uint32_t group, size_t tc, void *workspace,
+                              size_t workspace_bytes, char **rest);
 
 #endif

@@ -576,12 +576,17 @@ static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a) {
     return MF_OK;
 }
 
+/* Bytes of the partial states of plan a. */
+static size_t part_bytes(const mf_desc *k, const tc_args *a) {
+    return mf__cu_align((size_t)k->rows * a->tiles * a->workers * HEADS * (k->dim + 2) * 4);
+}
+
 mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
     tc_args a;
     mf_status st = plan(k, group, &a);
     if (st != MF_OK)
         return st;
-    *bytes = mf__cu_align((size_t)k->rows * a.tiles * a.workers * HEADS * (k->dim + 2) * 4);
+    *bytes = part_bytes(k, &a);
     return MF_OK;
 }
 
@@ -592,8 +597,9 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
     mf_status st;
     char *rest;
     tc_args a;
-    if ((st = mf__cu_attend_prepare(k, v, group, workspace, workspace_bytes, &a.k, &a.v, &rest)) != MF_OK ||
-        (st = plan(d, group, &a)) != MF_OK)
+    if ((st = mf__cu_attend_views(k, v, workspace, &a.k, &a.v)) != MF_OK ||
+        (st = plan(d, group, &a)) != MF_OK ||
+        (st = mf__cu_attend_space(d, group, part_bytes(d, &a), workspace, workspace_bytes, &rest)) != MF_OK)
         return st;
     a.q = q;
     a.part = (float *)rest;
