@@ -15,10 +15,9 @@
  * bench/GPU-NOTES.md records what each version measured. */
 #include <cuda_fp16.h>
 
-#include "common.cuh"
+#include "tensor.cuh"
 
 #define WARPS 4
-#define HEADS 8          /* query heads per warp: the mma's N */
 #define PSTRIDE 72       /* halves per row of P: 64 tokens + 16 bytes of padding */
 #ifndef MF_TC_BLOCKS
 #define MF_TC_BLOCKS 4   /* blocks per SM asked of ptxas (D <= 128): caps registers */
@@ -49,22 +48,6 @@ __device__ static inline void ldsm_x2(uint32_t r[2], const uint16_t *p) {
                  : "memory");
 }
 
-/* d += a b for one m16n8k16 tile. */
-__device__ static inline void mma(float d[4], const uint32_t a[4], const uint32_t b[2]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-struct tc_args {
-    mf_view k, v;
-    const uint16_t *q;
-    float *part; /* [rows][head tiles][workers][HEADS][D + 2]: m, l, o */
-    uint32_t group, tiles, splits, per_worker, workers; /* workers per (row, tile) */
-    uint64_t chunks;
-    int coop; /* the block shares each chunk (tc_kernel's COOP) */
-};
 
 /* One unit's tile metadata, lane l holding tiles q*32 + l (q < D/32):
  * for keys channels, for values token l (q even) or 32 + l (q odd) of
@@ -86,12 +69,6 @@ template <int D> struct unit_words {
     uint64_t lut[D / 32]; /* 2 bits: the values of codes 0..3, 16 bits each */
 };
 
-/* mf_dequant's arithmetic with the RNE cvt instruction in place of core's
- * portable fp16 rounding: the same bits for every finite value, at a
- * fraction of the instructions. */
-__device__ static inline uint16_t dequant(uint32_t code, float s, float z) {
-    return __half_as_ushort(__float2half_rn(MF_MUL(MF_SUB((float)code, z), s)));
-}
 
 template <int D, int BITS>
 __device__ static void load_meta(const mf_view &c, uint32_t row, uint64_t ch, bool any,
@@ -398,16 +375,8 @@ __global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : MF_TC_BLOCKS
                 s[mt][r] = t < n ? MF_MUL(s[mt][r], scale) : ninf;
                 cmax[r % 2] = fmaxf(cmax[r % 2], s[mt][r]);
             }
-#pragma unroll
-        for (r = 0; r < 2; r++) {
-            float mnew;
-            for (i = 4; i < 32; i <<= 1)
-                cmax[r] = fmaxf(cmax[r], __shfl_xor_sync(0xffffffffu, cmax[r], i));
-            mnew = fmaxf(mrun[r], cmax[r]);
-            alpha[r] = mf_exp(MF_SUB(mrun[r], mnew));
-            mrun[r] = mnew;
-            lsum[r] = 0.0f;
-        }
+        tc_softmax_max(cmax, mrun, alpha);
+        lsum[0] = lsum[1] = 0.0f;
 #pragma unroll
         for (mt = 0; mt < 4; mt++)
 #pragma unroll
@@ -417,12 +386,7 @@ __global__ static void __launch_bounds__(WARPS * 32, D == 256 ? 2 : MF_TC_BLOCKS
                 ps[(2 * (lane % 4) + r % 2) * PSTRIDE + mt * 16 + lane / 4 + 8 * (r / 2)] =
                     __half_as_ushort(__float2half_rn(e));
             }
-#pragma unroll
-        for (r = 0; r < 2; r++) {
-            for (i = 4; i < 32; i <<= 1)
-                lsum[r] = MF_ADD(lsum[r], __shfl_xor_sync(0xffffffffu, lsum[r], i));
-            lrun[r] = MF_ADD(MF_MUL(lrun[r], alpha[r]), lsum[r]);
-        }
+        tc_softmax_sum(lsum, alpha, lrun);
 #pragma unroll
         for (mt = 0; mt < MTS; mt++)
 #pragma unroll
@@ -541,30 +505,52 @@ static tc_fn tc_kernel_of(const mf_desc *d, int coop) {
     return coop ? tc_kernel_bits<256, 1>(d->bits) : tc_kernel_bits<256, 0>(d->bits);
 }
 
-/* Work split: enough warps for one full wave of blocks; each worker takes
+#ifndef MF_TC_RD
+#define MF_TC_RD 1 /* 0: 2-bit tensors also take tc_kernel (for comparisons) */
+#endif
+
+/* Whether a layer takes tensor_rd.cu's kernel: 2-bit tensors do. */
+static int uses_rd(const mf_desc *d) { return MF_TC_RD && d->bits == 2; }
+
+/* The kernel a layer takes: tensor_rd.cu's, or tc_kernel, its block
+ * sharing chunks (coop) or not. */
+static tc_shape shape_of(const mf_desc *d, int coop) {
+    tc_shape sh;
+    if (uses_rd(d))
+        return mf__rd_shape(d->dim);
+    sh.fn = (const void *)tc_kernel_of(d, coop);
+    sh.threads = WARPS * 32;
+    sh.workers = coop ? 1 : WARPS;
+    sh.smem = tc_smem(d->dim);
+    return sh;
+}
+
+/* Work split: enough workers for one full wave of blocks; each takes
  * per_worker consecutive chunks. The workers are warps, or for a layer with
- * no more chunks than one wave has blocks (D >= 128), blocks whose warps
- * share each chunk: there a chunk's latency is the call's (measured: 10-15%
- * faster for batch 1 at T 1K-4K; from two chunks per block on, slower). */
-static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a) {
+ * no more chunks than one wave has blocks (D >= 128, tc_kernel), blocks
+ * whose warps share each chunk: there a chunk's latency is the call's
+ * (measured: 10-15% faster for batch 1 at T 1K-4K; from two chunks per
+ * block on, slower). */
+static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a, tc_shape *shape) {
     int sms = 0, occ = 0;
     uint64_t units, want, per;
-    size_t smem = tc_smem(k->dim);
+    tc_shape sh;
     MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     a->group = group;
     a->tiles = (group + HEADS - 1) / HEADS;
     a->chunks = (k->tokens + MF_TILE - 1) / MF_TILE;
     units = (uint64_t)k->rows * a->tiles;
     for (a->coop = 0;; a->coop = 1) {
-        tc_fn fn = tc_kernel_of(k, a->coop);
-        MF_CU(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)fn, WARPS * 32, smem));
+        sh = shape_of(k, a->coop);
+        MF_CU(cudaFuncSetAttribute(sh.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sh.smem));
+        MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, sh.fn, (int)sh.threads, sh.smem));
         if (occ < 1)
             return MF_ERR_UNSUPPORTED;
-        if (a->coop || k->dim < 128 || units * a->chunks > (uint64_t)sms * (uint64_t)occ)
+        if (a->coop || uses_rd(k) || k->dim < 128 ||
+            units * a->chunks > (uint64_t)sms * (uint64_t)occ)
             break;
     }
-    per = a->coop ? 1 : WARPS; /* workers per block */
+    per = sh.workers; /* workers per block */
     want = (uint64_t)sms * (uint64_t)occ / units;
     if (want < 1)
         want = 1;
@@ -573,6 +559,8 @@ static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a) {
     a->splits = (uint32_t)want;
     a->workers = (uint32_t)(want * per);
     a->per_worker = (uint32_t)((a->chunks + a->workers - 1) / a->workers);
+    if (shape)
+        *shape = sh;
     return MF_OK;
 }
 
@@ -583,7 +571,7 @@ static size_t part_bytes(const mf_desc *k, const tc_args *a) {
 
 mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
     tc_args a;
-    mf_status st = plan(k, group, &a);
+    mf_status st = plan(k, group, &a, NULL);
     if (st != MF_OK)
         return st;
     *bytes = part_bytes(k, &a);
@@ -597,13 +585,19 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
     mf_status st;
     char *rest;
     tc_args a;
+    tc_shape sh;
+    uint32_t blocks;
     if ((st = mf__cu_attend_views(k, v, workspace, &a.k, &a.v)) != MF_OK ||
-        (st = plan(d, group, &a)) != MF_OK ||
+        (st = plan(d, group, &a, &sh)) != MF_OK ||
         (st = mf__cu_attend_space(d, group, part_bytes(d, &a), workspace, workspace_bytes, &rest)) != MF_OK)
         return st;
     a.q = q;
     a.part = (float *)rest;
-    tc_kernel_of(d, a.coop)<<<d->rows * a.tiles * a.splits, WARPS * 32, tc_smem(d->dim)>>>(a);
+    blocks = d->rows * a.tiles * a.splits;
+    if (uses_rd(d))
+        mf__rd_launch(a, d->dim, blocks);
+    else
+        tc_kernel_of(d, a.coop)<<<blocks, WARPS * 32, sh.smem>>>(a);
     MF_CU_LAUNCHED();
     (d->dim == 64 ? tc_merge_kernel<64> : d->dim == 128 ? tc_merge_kernel<128> : tc_merge_kernel<256>)
         <<<d->rows * group, MERGE_THREADS>>>(a, out);

@@ -1,0 +1,146 @@
+/* regdecode.h - 2-bit tiles decoded in registers for the tensor-core
+ * attention (tensor_rd.cu): no shared-memory scatter, no zeroing, no
+ * divergence, the same fp16 bits as mf_dequant.
+ *
+ * A tile is read in four *parts* of 16 elements (part j: elements 16j ..
+ * 16j + 15), one per lane. A part becomes eight words, word k holding
+ * elements 2k (low half) and 2k + 1 as fp16, by byte permutes alone:
+ *
+ *  1. codes to selector bytes: the part's codes are spread to nibbles,
+ *     and a PRMT over the constant 0x76543210 turns code c into the byte
+ *     0x10 + 0x22c, the PRMT selector of the table's half c;
+ *  2. placement: a PRMT with a per-byte-of-bitmap selector (mf_rd_lut,
+ *     a table lookup) puts the n-th selector at the n-th set element and
+ *     the 8th byte, forced to 0xff, at every absent one;
+ *  3. values: a PRMT over the tile's four fp16 values (the table): 0xff
+ *     replicates the sign of the table's top byte, which is 0 (the table
+ *     is negated when all its values are negative, and the caller negates
+ *     the decoded words back), so absent elements read +0.
+ *
+ * The per-part inputs come from mf_rd_parts, once per tile. Everything
+ * here is plain C (MF_HD) so the host tests check it against core's
+ * decoder; on the device PRMT is the prmt instruction. */
+#ifndef MF_CUDA_REGDECODE_H
+#define MF_CUDA_REGDECODE_H
+
+#include "../../core/tile.h"
+
+/* prmt.b32 in its default mode: byte i of the result is byte n & 7 of
+ * b:a (a the low word) for nibble n = sel >> 4i, or with n & 8 that
+ * byte's sign bit replicated. */
+MF_HD uint32_t mf_rd_prmt(uint32_t a, uint32_t b, uint32_t sel) {
+#ifdef __CUDA_ARCH__
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+#else
+    uint64_t src = (uint64_t)b << 32 | a;
+    uint32_t d = 0, i;
+    for (i = 0; i < 4; i++) {
+        uint32_t n = sel >> (4 * i) & 0xfu, byte = (uint32_t)(src >> (8 * (n & 7u))) & 0xffu;
+        if (n & 8u)
+            byte = byte & 0x80u ? 0xffu : 0u;
+        d |= byte << (8 * i);
+    }
+    return d;
+#endif
+}
+
+/* Bits [sh, sh + 32) of hi:lo, sh < 32. */
+MF_HD uint32_t mf_rd_funnel(uint32_t lo, uint32_t hi, uint32_t sh) {
+#ifdef __CUDA_ARCH__
+    return __funnelshift_r(lo, hi, sh);
+#else
+    return (uint32_t)(((uint64_t)hi << 32 | lo) >> sh);
+#endif
+}
+
+MF_HD uint64_t mf_rd_brev64(uint64_t x) {
+#ifdef __CUDA_ARCH__
+    return __brevll(x);
+#else
+    uint64_t r = 0;
+    uint32_t i;
+    for (i = 0; i < 64; i++)
+        r |= (x >> i & 1u) << (63 - i);
+    return r;
+#endif
+}
+
+/* Placement selector of one bitmap byte (element e at bit e): nibble e is
+ * the rank of e among the set elements, or 7 where e is absent. */
+MF_HD uint32_t mf_rd_lut(uint32_t byte) {
+    uint32_t r = 0, rank = 0, e;
+    for (e = 0; e < 8; e++)
+        r |= (byte >> e & 1u ? rank++ : 7u) << (4 * e);
+    return r;
+}
+
+/* The tile's table: values of codes 0..3 as fp16 (mf_dequant's bits) in
+ * *lo (codes 0, 1) and *hi (2, 3), negated when the value of code 3 has
+ * its sign bit set (then every value has: code 3's is the largest).
+ * Returns 1 when negated. */
+MF_HD uint32_t mf_rd_table(const uint16_t v[4], uint32_t *lo, uint32_t *hi) {
+    uint32_t neg = v[3] >> 15, flip = neg * 0x80008000u;
+    *lo = ((uint32_t)v[1] << 16 | v[0]) ^ flip;
+    *hi = ((uint32_t)v[3] << 16 | v[2]) ^ flip;
+    return neg;
+}
+
+/* Per-part inputs of a tile with bitmap bm (element i at bit 63 - i) and
+ * code words p0..p3 (words past the tile's own read as 0): w[j] holds the
+ * part's codes from its first; b[j] packs, for the part's bitmap bytes
+ * b0 (elements 16j .. 16j + 7, element 16j + e at bit e) and b1:
+ *   bits 0-4    2 popcount(b0): where b1's codes start in w
+ *   bits 7-14   b0 (so b & 0x7f80 is b0's table offset, 128 bytes a row)
+ *   bits 16-23  b1
+ *   bit 29, 30  b1, b0 not full (see mf_rd_byte's fix)
+ *   bit 31      neg (mf_rd_table) */
+MF_HD void mf_rd_parts(uint64_t bm, uint32_t p0, uint32_t p1, uint32_t p2, uint32_t p3,
+                       uint32_t neg, uint32_t w[4], uint32_t b[4]) {
+    uint64_t rb = mf_rd_brev64(bm);
+    uint32_t rank = 0, j;
+    for (j = 0; j < 4; j++) {
+        uint32_t part = (uint32_t)(rb >> (16 * j)) & 0xffffu, b0 = part & 0xffu, b1 = part >> 8;
+        uint32_t k = rank >> 4, sh = (2 * rank) & 31u;
+        uint32_t lo = k == 0 ? p0 : k == 1 ? p1 : k == 2 ? p2 : p3;
+        uint32_t hi = k == 0 ? p1 : k == 1 ? p2 : k == 2 ? p3 : 0u;
+        uint32_t n0 = (uint32_t)mf_popcount64(b0);
+        w[j] = mf_rd_funnel(lo, hi, sh);
+        b[j] = 2 * n0 | b0 << 7 | b1 << 16 | (uint32_t)(b1 != 0xffu) << 29 |
+               (uint32_t)(b0 != 0xffu) << 30 | neg << 31;
+        rank += n0 + (uint32_t)mf_popcount64(b1);
+    }
+}
+
+/* Eight elements (one bitmap byte) into out[0..3]: w's low 16 bits hold
+ * their codes from the first; fix (0 or 0x40000000) makes selector byte 7
+ * 0xff when the byte has an absent element; sel = mf_rd_lut(byte);
+ * lo, hi: the table. */
+MF_HD void mf_rd_byte(uint32_t w, uint32_t fix, uint32_t sel, uint32_t lo, uint32_t hi,
+                      uint32_t out[4]) {
+    uint32_t x = mf_rd_prmt(w, 0u, 0x4140u); /* code bytes to bytes 0 and 2 */
+    uint32_t s0, s1, e0, e1;
+    x = (x | x << 4) & 0x0f0f0f0fu;
+    x = ((x | x << 2) & 0x33333333u) | fix; /* code n in nibble n */
+    s0 = mf_rd_prmt(0x76543210u, 0xffffffffu, x);
+    s1 = mf_rd_prmt(0x76543210u, 0xffffffffu, x >> 16);
+    e0 = mf_rd_prmt(s0, s1, sel);
+    e1 = mf_rd_prmt(s0, s1, sel >> 16);
+    out[0] = mf_rd_prmt(lo, hi, e0);
+    out[1] = mf_rd_prmt(lo, hi, e0 >> 16);
+    out[2] = mf_rd_prmt(lo, hi, e1);
+    out[3] = mf_rd_prmt(lo, hi, e1 >> 16);
+}
+
+/* A part into out[0..7] from its w and b (mf_rd_parts), the selectors of
+ * its two bytes and the table. When b's bit 31 is set the table was
+ * negated: the caller flips the sign bits of out (absent elements then
+ * read -0). */
+MF_HD void mf_rd_part(uint32_t w, uint32_t b, uint32_t sel0, uint32_t sel1, uint32_t lo,
+                      uint32_t hi, uint32_t out[8]) {
+    mf_rd_byte(w, b & 0x40000000u, sel0, lo, hi, out);
+    mf_rd_byte(mf_rd_funnel(w, 0u, b & 31u), (b << 1) & 0x40000000u, sel1, lo, hi, out + 4);
+}
+
+#endif

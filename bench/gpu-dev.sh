@@ -1,0 +1,50 @@
+#!/bin/sh
+# bench/gpu-dev.sh - one device session of attention-kernel work (issue 5):
+# the differential check (CASES cases, seed SEED), compute-sanitizer on a
+# few small cases, mustafar-diff's benchmark layer and a quick sweep
+# (batch 1 and 8, T 4K and 32K, s 0.7, 2 bits) with PyTorch's dense
+# attention on the same shapes, for two builds timed in the same session:
+# "new" (this tree) and "old" (-DMF_TC_RD=0: 2-bit layers through
+# tc_kernel, as before tensor_rd.cu). Each build's binaries come from
+# .devbin/<build>/ when carried there and they run, else they are built
+# here for sm_90. Logs go to $OUT (default ./out).
+set -u
+OUT=${OUT:-out}
+CASES=${CASES:-300}
+SEED=${SEED:-71}
+mkdir -p "$OUT"
+nvidia-smi -L | tee "$OUT/gpu.txt"
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$PWD/.devbin/lib"
+bin() { # build name -> directory holding mustafar-diff and mustafar-gpu-sweep
+    if .devbin/$1/mustafar-diff --help 2>&1 | grep -q usage; then
+        echo .devbin/$1
+        return
+    fi
+    flags=""
+    [ "$1" = old ] && flags=-DMF_TC_RD=0
+    cmake -S . -B "build-$1" -DMF_TESTS=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
+        -DCMAKE_CUDA_FLAGS="$flags" >"$OUT/build-$1.log" 2>&1 &&
+        cmake --build "build-$1" -j16 >>"$OUT/build-$1.log" 2>&1 || { tail -20 "$OUT/build-$1.log" >&2; exit 1; }
+    mkdir -p "build-$1/bin"
+    cp "build-$1/tools/mustafar-diff" "build-$1/mustafar-gpu-sweep" "build-$1/bin/"
+    echo "build-$1/bin"
+}
+NEW=$(bin new) || exit 1
+echo "new: $NEW"
+"$NEW/mustafar-diff" --cases "$CASES" --seed "$SEED" --jobs 8 >"$OUT/diff.log" 2>&1
+rc=$?
+grep -m 12 -A 3 "VIOLATION\|ERROR" "$OUT/diff.log"
+tail -14 "$OUT/diff.log"
+timeout 90 compute-sanitizer --tool memcheck --print-limit 5 "$NEW/mustafar-diff" \
+    --cases 4 --seed 5 --max-tokens 2000 >"$OUT/memcheck.log" 2>&1
+tail -1 "$OUT/memcheck.log"
+[ $rc -ne 0 ] && exit $rc
+OLD=$(bin old) || exit 1
+for b in new old; do
+    d=$NEW
+    [ $b = old ] && d=$OLD
+    echo "== $b ($d)"
+    "$d/mustafar-diff" --bench 2>&1 | tee "$OUT/bench-$b.log"
+    "$d/mustafar-gpu-sweep" --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
+done
+python3 bench/sdpa.py --batch 1 8 --tokens 4096 32768 | tee "$OUT/sdpa.csv"
