@@ -5,9 +5,10 @@
 # (batch 1 and 8, T 4K and 32K, s 0.7, 2 bits) with PyTorch's dense
 # attention on the same shapes, for two builds timed in the same session:
 # "new" (this tree) and "old" (-DMF_TC_RD=0: 2-bit layers through
-# tc_kernel, as before tensor_rd.cu). Each build's binaries come from
-# .devbin/<build>/ when carried there and they run, else they are built
-# here for sm_90. Logs go to $OUT (default ./out).
+# tc_kernel, as before tensor_rd.cu); with NCU=1 also Nsight Compute's
+# scheduler and stall sections for rd_kernel. Each build's binaries come
+# from .devbin/<build>/ when carried there and they run, else they are
+# built here for sm_90. Logs go to $OUT (default ./out).
 set -u
 OUT=${OUT:-out}
 CASES=${CASES:-300}
@@ -48,3 +49,10 @@ for b in new old; do
     "$d/mustafar-gpu-sweep" --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
 done
 python3 bench/sdpa.py --batch 1 8 --tokens 4096 32768 | tee "$OUT/sdpa.csv"
+if [ "${NCU:-0}" = 1 ]; then # where the new kernel's issue slots go
+    timeout 150 ncu --kernel-name regex:rd_kernel --launch-skip 2 --launch-count 1 \
+        --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
+        --section ComputeWorkloadAnalysis --section Occupancy "$NEW/mustafar-diff" --bench \
+        >"$OUT/ncu.txt" 2>&1
+    grep -E "Issued|Eligible|Active Warps|Stall|Pipe|Throughput|Occupancy" "$OUT/ncu.txt" | head -40
+fi
