@@ -10,9 +10,12 @@
  * fp16, then scatters V the same way and accumulates O^T += V^T P^T
  * (M = channels, N = heads). Each chunk's tile metadata is loaded one
  * phase ahead. Warps write (m, l, O) partial states; a second kernel
- * merges them. Specialized per head dim and code width. Not bit-identical
- * to the reference: backends/cuda/BOUND.md bounds the difference;
- * bench/GPU-NOTES.md records what each version measured. */
+ * merges them. Specialized per head dim and code width. 2-bit tensors
+ * take tensor_rd.cu's kernel instead (tiles decoded in registers), which
+ * shares the work split, the partial states and the merge kernel here;
+ * built with -DMF_TC_RD=0 they take this one, for comparisons. Not
+ * bit-identical to the reference: backends/cuda/BOUND.md bounds the
+ * difference; bench/GPU-NOTES.md records what each version measured. */
 #include <cuda_fp16.h>
 
 #include "tensor.cuh"
@@ -48,7 +51,6 @@ __device__ static inline void ldsm_x2(uint32_t r[2], const uint16_t *p) {
                  : "memory");
 }
 
-
 /* One unit's tile metadata, lane l holding tiles q*32 + l (q < D/32):
  * for keys channels, for values token l (q even) or 32 + l (q odd) of
  * channel block q/2. Loaded a phase ahead of its use. */
@@ -68,7 +70,6 @@ template <int D> struct unit_words {
     uint32_t w0[D / 32], w1[D / 32];
     uint64_t lut[D / 32]; /* 2 bits: the values of codes 0..3, 16 bits each */
 };
-
 
 template <int D, int BITS>
 __device__ static void load_meta(const mf_view &c, uint32_t row, uint64_t ch, bool any,

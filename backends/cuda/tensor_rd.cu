@@ -41,7 +41,7 @@ __device__ static inline uint32_t movm(uint32_t x) {
 __device__ static inline uint32_t rec_of(uint32_t jt) { return jt + 2 * (jt >> 4); }
 
 template <int D> struct rd_recs {
-    static const uint32_t N = D + D / 8;
+    static const uint32_t N = D + D / 8; /* records per tensor, spares included */
 };
 
 /* Tables and part inputs of every tile of chunk ch of row into the warp's
@@ -126,9 +126,10 @@ __device__ static inline void part(const uint2 *rt, const uint2 *rp, const char 
         x[k] = movm(x[k]);
 }
 
-/* The same registers for the dense window chunk of n tokens: key tile
- * (channel) jt's tokens 16j .. 16j + 15, or value token t's channels
- * ch0 .. ch0 + 15; tokens from n on read 0. */
+/* The same registers for the dense window chunk of n tokens, as if it
+ * were tiles: key "tile" jt (channel jt) has tokens 16j .. 16j + 15, value
+ * "tile" jt (token jt % 64) channels 64 (jt / 64) + 16j .. + 15; tokens
+ * from n on read 0. */
 template <int D>
 __device__ static void window_part(const mf_view &c, uint32_t row, uint32_t n, mf_kind kind,
                                    uint32_t jt, uint32_t j, uint32_t x[8]) {
