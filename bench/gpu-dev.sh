@@ -5,11 +5,11 @@
 # (batch 1 and 8, T 4K and 32K, s 0.7, 2 bits) with PyTorch's dense
 # attention on the same shapes, for two builds timed in the same session:
 # "new" (this tree) and "old" (-DMF_TC_RD=0: 2-bit layers through
-# tc_kernel, as before tensor_rd.cu; bench/devbin.sh builds both here);
-# with NCU=1 also Nsight Compute's
+# tc_kernel, as before tensor_rd.cu); with NCU=1 also Nsight Compute's
 # scheduler and stall sections for rd_kernel. Each build's binaries come
-# from .devbin/<build>/ when carried there and they run, else they are
-# built here for sm_90. Logs go to $OUT (default ./out).
+# from .devbin/<build>/ when carried there (bench/devbin.sh builds them on
+# the development machine) and they run, else they are built here for
+# sm_90. Logs go to $OUT (default ./out).
 set -u
 OUT=${OUT:-out}
 CASES=${CASES:-300}
