@@ -7,9 +7,9 @@
 # "new" (this tree) and "old" (-DMF_TC_RD=0: 2-bit layers through
 # tc_kernel, as before tensor_rd.cu); with NCU=1 also Nsight Compute's
 # scheduler and stall sections for rd_kernel. Each build's binaries come
-# from .devbin/<build>/ when carried there (bench/devbin.sh builds them on
-# the development machine) and they run, else they are built here for
-# sm_90. Logs go to $OUT (default ./out).
+# from .devbin/<build>/ (bench/devbin.sh, run on the development machine
+# and carried, or here when they are missing). Logs go to $OUT (default
+# ./out).
 set -u
 OUT=${OUT:-out}
 CASES=${CASES:-300}
@@ -17,22 +17,10 @@ SEED=${SEED:-71}
 mkdir -p "$OUT"
 nvidia-smi -L | tee "$OUT/gpu.txt"
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$PWD/.devbin/lib"
-bin() { # build name -> directory holding mustafar-diff and mustafar-gpu-sweep
-    if .devbin/$1/mustafar-diff --help 2>&1 | grep -q usage; then
-        echo .devbin/$1
-        return
-    fi
-    flags=""
-    [ "$1" = old ] && flags=-DMF_TC_RD=0
-    cmake -S . -B "build-$1" -DMF_TESTS=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
-        -DCMAKE_CUDA_FLAGS="$flags" >"$OUT/build-$1.log" 2>&1 &&
-        cmake --build "build-$1" -j16 >>"$OUT/build-$1.log" 2>&1 || { tail -20 "$OUT/build-$1.log" >&2; exit 1; }
-    mkdir -p "build-$1/bin"
-    cp "build-$1/tools/mustafar-diff" "build-$1/mustafar-gpu-sweep" "build-$1/bin/"
-    echo "build-$1/bin"
-}
-NEW=$(bin new) || exit 1
-echo "new: $NEW"
+# the binaries, built here if none were carried (or they do not run here)
+.devbin/new/mustafar-diff --help 2>&1 | grep -q usage || bench/devbin.sh >"$OUT/build.log" 2>&1 ||
+    { tail -20 "$OUT/build.log"; exit 1; }
+NEW=.devbin/new
 "$NEW/mustafar-diff" --cases "$CASES" --seed "$SEED" --jobs 8 >"$OUT/diff.log" 2>&1
 rc=$?
 grep -m 12 -A 3 "VIOLATION\|ERROR" "$OUT/diff.log"
@@ -41,11 +29,9 @@ timeout 90 compute-sanitizer --tool memcheck --print-limit 5 "$NEW/mustafar-diff
     --cases 4 --seed 5 --max-tokens 2000 >"$OUT/memcheck.log" 2>&1
 tail -1 "$OUT/memcheck.log"
 [ $rc -ne 0 ] && exit $rc
-OLD=$(bin old) || exit 1
 for b in new old; do
-    d=$NEW
-    [ $b = old ] && d=$OLD
-    echo "== $b ($d)"
+    d=.devbin/$b
+    echo "== $b"
     "$d/mustafar-diff" --bench 2>&1 | tee "$OUT/bench-$b.log"
     "$d/mustafar-gpu-sweep" --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
 done

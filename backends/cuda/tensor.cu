@@ -596,7 +596,7 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
     a.part = (float *)rest;
     blocks = d->rows * a.tiles * a.splits;
     if (uses_rd(d))
-        mf__rd_launch(a, d->dim, blocks);
+        mf__rd_launch(a, sh, blocks);
     else
         tc_kernel_of(d, a.coop)<<<blocks, WARPS * 32, sh.smem>>>(a);
     MF_CU_LAUNCHED();

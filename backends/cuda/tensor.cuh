@@ -73,8 +73,8 @@ struct tc_shape {
 };
 
 /* The register-decode kernel (tensor_rd.cu, 2-bit tensors): its shape for
- * head dim `dim`, and its launch over `blocks` blocks. */
+ * head dim `dim`, and the launch of that shape over `blocks` blocks. */
 tc_shape mf__rd_shape(uint32_t dim);
-void mf__rd_launch(const tc_args &a, uint32_t dim, uint32_t blocks);
+void mf__rd_launch(const tc_args &a, const tc_shape &sh, uint32_t blocks);
 
 #endif

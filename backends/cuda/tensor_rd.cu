@@ -326,6 +326,6 @@ tc_shape mf__rd_shape(uint32_t dim) {
     return sh;
 }
 
-void mf__rd_launch(const tc_args &a, uint32_t dim, uint32_t blocks) {
-    rd_of(dim)<<<blocks, RD_WARPS * 32, mf__rd_shape(dim).smem>>>(a);
+void mf__rd_launch(const tc_args &a, const tc_shape &sh, uint32_t blocks) {
+    ((rd_fn)sh.fn)<<<blocks, sh.threads, sh.smem>>>(a);
 }
