@@ -312,23 +312,28 @@ static inline void from_lanes(__m256 a, __m256 b, float *dst) {
     _mm256_storeu_ps(dst + 8, _mm256_shuffle_ps(u, v, 0xdd));
 }
 
-/* The 16 values of group qd (elements 16qd .. 16qd+15) of packed tile j,
- * in lane order. pdep deposits the group's codes at the positions its
- * bitmap marks. 2 bits: nibble indices, 4 + code for a stored element and
- * 0 (a 0.0 entry of the table) for an absent one, split by shifts and
- * looked up with lane permutes. 4 bits: byte indices, the code
- * or 0x80 for an absent element, looked up in the tile's two byte planes
- * of fp16 values (a byte shuffle reads 0 where bit 7 is set), then
- * widened; lane order is then element order. */
+/* The table indices of group qd (elements 16qd .. 16qd+15) of 2-bit
+ * packed tile j, nibble e for element 16qd + e: 4 + code for a stored
+ * element and 0 (a 0.0 entry of the table) for an absent one. pdep
+ * deposits the group's codes at the positions its bitmap marks. */
+static inline uint64_t nibble_indices(const piece *pp, uint32_t j, uint32_t qd) {
+    uint16_t gm; /* the group's 16 bitmap bits (x86: little-endian) */
+    memcpy(&gm, (const uint8_t *)(pp->rev + j) + 2 * qd, sizeof gm);
+    uint64_t pres = _pdep_u64(gm, UINT64_C(0x1111111111111111));
+    return _pdep_u64(pp->seg[qd * MF_TILE + j], pres * 3u) + pres * 4u;
+}
+
+/* The 16 values of group qd of packed tile j, in lane order. 2 bits:
+ * nibble_indices split by shifts and looked up with lane permutes.
+ * 4 bits: byte indices, the code or 0x80 for an absent element (pdep as
+ * above), looked up in the tile's two byte planes of fp16 values (a byte
+ * shuffle reads 0 where bit 7 is set), then widened; lane order is then
+ * element order. */
 static inline void group_values(const piece *pp, uint32_t bits, uint32_t j, uint32_t qd, __m256 *v0,
                                 __m256 *v1) {
     if (bits == 2) {
         const __m256 tab = _mm256_loadu_ps(pp->tables + 8 * j);
-        uint16_t gm; /* the group's 16 bitmap bits (x86: little-endian) */
-        memcpy(&gm, (const uint8_t *)(pp->rev + j) + 2 * qd, sizeof gm);
-        uint64_t pres = _pdep_u64(gm, UINT64_C(0x1111111111111111));
-        __m256i w = _mm256_set1_epi64x(
-            (long long)(_pdep_u64(pp->seg[qd * MF_TILE + j], pres * 3u) + pres * 4u));
+        __m256i w = _mm256_set1_epi64x((long long)nibble_indices(pp, j, qd));
         *v0 = _mm256_permutevar8x32_ps(
             tab, _mm256_srlv_epi32(w, _mm256_loadu_si256((const __m256i *)nibble_shifts)));
         *v1 = _mm256_permutevar8x32_ps(
@@ -390,12 +395,49 @@ static inline __attribute__((always_inline)) void packed_quarter(
     }
 }
 
+#if MF_CPU_AVX512
+/* packed_quarter for 2 bits, 16 lanes wide: the broadcast 64-bit word of
+ * nibbles split by one 32-bit shift puts elements {0,8,1,9,..,7,15} in
+ * the lanes (lane 2k: low word >> 4k, lane 2k+1: high word >> 4k) and one
+ * permute looks them up (it reads the low 4 bits, the nibble). */
+static inline __attribute__((always_inline)) void packed_quarter2_zmm(
+    const piece *pp, uint32_t qd, const float *x, size_t xs, uint32_t n, uint32_t nh,
+    int accumulate, float *o, size_t os) {
+    const __m512i to = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    const __m512i from = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m512i shifts = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    uint32_t j, h;
+    __m512 a[4];
+    for (h = 0; h < nh; h++)
+        a[h] = accumulate ? _mm512_permutexvar_ps(to, _mm512_loadu_ps(o + h * os + 16 * qd))
+                          : _mm512_setzero_ps();
+    for (j = 0; j < n; j++) {
+        const __m512 tab = _mm512_castps256_ps512(_mm256_loadu_ps(pp->tables + 8 * j));
+        __m512i w = _mm512_set1_epi64((long long)nibble_indices(pp, j, qd));
+        __m512 v = _mm512_permutexvar_ps(_mm512_srlv_epi32(w, shifts), tab);
+        for (h = 0; h < nh; h++)
+            a[h] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)j * xs + h]), v, a[h]);
+    }
+    for (h = 0; h < nh; h++)
+        _mm512_storeu_ps(o + h * os + 16 * qd, _mm512_permutexvar_ps(from, a[h]));
+}
+#endif
+
 /* The four quarters written out, so each loop sees its group as a
  * constant (shifts by immediates, no rank for the first). Always inlined:
  * out of line, with its width and head count not constants, a call took
  * 2.4 ms instead of 1.7. */
 static inline __attribute__((always_inline)) void packed_mac(const piece *pp, uint32_t bits, const float *x, size_t xs, uint32_t n,
                               uint32_t nh, int accumulate, float *o, size_t os) {
+#if MF_CPU_AVX512
+    if (bits == 2) {
+        packed_quarter2_zmm(pp, 0, x, xs, n, nh, accumulate, o, os);
+        packed_quarter2_zmm(pp, 1, x, xs, n, nh, accumulate, o, os);
+        packed_quarter2_zmm(pp, 2, x, xs, n, nh, accumulate, o, os);
+        packed_quarter2_zmm(pp, 3, x, xs, n, nh, accumulate, o, os);
+        return;
+    }
+#endif
     packed_quarter(pp, bits, 0, x, xs, n, nh, accumulate, o, os);
     packed_quarter(pp, bits, 1, x, xs, n, nh, accumulate, o, os);
     packed_quarter(pp, bits, 2, x, xs, n, nh, accumulate, o, os);
@@ -439,7 +481,20 @@ static void piece_mac(const piece *pp, const float *x, size_t xs, uint32_t n, ui
 #endif
     for (h = 0; h < group; h++) {
         float *oh = o + h * os;
-#if MF_CPU_SIMD
+#if MF_CPU_AVX512
+        /* 64 chains in 4 registers; _mm512_fmadd_ps is fmaf per lane */
+        __m512 a[4];
+        for (i = 0; i < 4; i++)
+            a[i] = accumulate ? _mm512_loadu_ps(oh + 16 * i) : _mm512_setzero_ps();
+        for (j = 0; j < n; j++) {
+            const float *row = pp->buf + (size_t)j * MF_TILE;
+            __m512 xv = _mm512_set1_ps(x[(size_t)j * xs + h]);
+            for (i = 0; i < 4; i++)
+                a[i] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(row + 16 * i), a[i]);
+        }
+        for (i = 0; i < 4; i++)
+            _mm512_storeu_ps(oh + 16 * i, a[i]);
+#elif MF_CPU_SIMD
         /* 64 chains in 8 registers; _mm256_fmadd_ps is fmaf per lane */
         __m256 a[8];
         for (i = 0; i < 8; i++)

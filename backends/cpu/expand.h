@@ -17,6 +17,15 @@
 #define MF_CPU_SIMD 0
 #endif
 
+/* AVX-512 (F, with the AVX2 set above): the 2-bit and fp32 FMA loops run
+ * 16 lanes wide with the heads' factors as embedded broadcasts. Same
+ * fmaf per lane in the same order, so the same bits. */
+#if MF_CPU_SIMD && defined(__AVX512F__)
+#define MF_CPU_AVX512 1
+#else
+#define MF_CPU_AVX512 0
+#endif
+
 /* Floats per tile of a code table: the values of the 2^bits codes, for
  * 2 bits preceded by four 0.0 (the value of an absent element). */
 static inline uint32_t mf_cpu_table_floats(uint32_t bits) { return bits == 2 ? 8u : 16u; }
