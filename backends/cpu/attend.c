@@ -396,30 +396,61 @@ static inline __attribute__((always_inline)) void packed_quarter(
 }
 
 #if MF_CPU_AVX512
-/* packed_quarter for 2 bits, 16 lanes wide: the broadcast 64-bit word of
- * nibbles split by one 32-bit shift puts elements {0,8,1,9,..,7,15} in
- * the lanes (lane 2k: low word >> 4k, lane 2k+1: high word >> 4k) and one
- * permute looks them up (it reads the low 4 bits, the nibble). */
-static inline __attribute__((always_inline)) void packed_quarter2_zmm(
-    const piece *pp, uint32_t qd, const float *x, size_t xs, uint32_t n, uint32_t nh,
+/* 64 bits of a 4-bit code stream from code n on (n <= 48: at most 33
+ * bytes read). */
+static inline uint64_t codes_at(const uint8_t *s, uint32_t n) {
+    uint32_t sh = 4u * (n & 1u);
+    uint64_t x;
+    memcpy(&x, s + n / 2u, sizeof x);
+    return x >> sh | (uint64_t)s[n / 2u + 8u] << 1 << (63u - sh);
+}
+
+/* group_values 16 lanes wide. 2 bits: the broadcast word of
+ * nibble_indices split by one 32-bit shift puts elements
+ * {0,8,1,9,..,7,15} in the lanes (lane 2k: low word >> 4k, lane 2k+1:
+ * high word >> 4k) and one permute looks them up (it reads the low 4
+ * bits, the nibble). 4 bits: the codes deposited as bytes, widened to
+ * words, looked up among the tile's 16 fp16 values by a word permute
+ * that zeroes the absent elements, then converted; element order. */
+static inline __m512 group_values16(const piece *pp, uint32_t bits, uint32_t j, uint32_t qd) {
+    if (bits == 2) {
+        const __m512i shifts = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+        const __m512 tab = _mm512_castps256_ps512(_mm256_loadu_ps(pp->tables + 8 * j));
+        __m512i w = _mm512_set1_epi64((long long)nibble_indices(pp, j, qd));
+        return _mm512_permutexvar_ps(_mm512_srlv_epi32(w, shifts), tab);
+    } else {
+        const __m256i tab = _mm256_loadu_si256((const __m256i *)(const void *)(pp->tables + 8 * j));
+        const __m256i nib = _mm256_setr_epi16(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
+        uint64_t rev = pp->rev[j];
+        uint32_t rank = qd ? (uint32_t)__builtin_popcountll(rev << (64u - 16u * qd)) : 0u;
+        uint64_t pres = _pdep_u64(rev >> (16u * qd), UINT64_C(0x1111111111111111));
+        uint64_t w = _pdep_u64(codes_at(pp->code[j], rank), pres * 15u);
+        __m256i idx = _mm256_multishift_epi64_epi8(nib, _mm256_set1_epi64x((long long)w));
+        return _mm512_cvtph_ps(_mm256_maskz_permutexvar_epi16((__mmask16)(rev >> (16u * qd)), idx, tab));
+    }
+}
+
+/* packed_quarter 16 lanes wide; 2-bit lanes are permuted from and to
+ * element order around the loop. */
+static inline __attribute__((always_inline)) void packed_quarter16(
+    const piece *pp, uint32_t bits, uint32_t qd, const float *x, size_t xs, uint32_t n, uint32_t nh,
     int accumulate, float *o, size_t os) {
     const __m512i to = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     const __m512i from = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    const __m512i shifts = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
     uint32_t j, h;
     __m512 a[4];
-    for (h = 0; h < nh; h++)
-        a[h] = accumulate ? _mm512_permutexvar_ps(to, _mm512_loadu_ps(o + h * os + 16 * qd))
-                          : _mm512_setzero_ps();
+    for (h = 0; h < nh; h++) {
+        a[h] = accumulate ? _mm512_loadu_ps(o + h * os + 16 * qd) : _mm512_setzero_ps();
+        if (bits == 2)
+            a[h] = _mm512_permutexvar_ps(to, a[h]);
+    }
     for (j = 0; j < n; j++) {
-        const __m512 tab = _mm512_castps256_ps512(_mm256_loadu_ps(pp->tables + 8 * j));
-        __m512i w = _mm512_set1_epi64((long long)nibble_indices(pp, j, qd));
-        __m512 v = _mm512_permutexvar_ps(_mm512_srlv_epi32(w, shifts), tab);
+        __m512 v = group_values16(pp, bits, j, qd);
         for (h = 0; h < nh; h++)
             a[h] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)j * xs + h]), v, a[h]);
     }
     for (h = 0; h < nh; h++)
-        _mm512_storeu_ps(o + h * os + 16 * qd, _mm512_permutexvar_ps(from, a[h]));
+        _mm512_storeu_ps(o + h * os + 16 * qd, bits == 2 ? _mm512_permutexvar_ps(from, a[h]) : a[h]);
 }
 #endif
 
@@ -430,18 +461,16 @@ static inline __attribute__((always_inline)) void packed_quarter2_zmm(
 static inline __attribute__((always_inline)) void packed_mac(const piece *pp, uint32_t bits, const float *x, size_t xs, uint32_t n,
                               uint32_t nh, int accumulate, float *o, size_t os) {
 #if MF_CPU_AVX512
-    if (bits == 2) {
-        packed_quarter2_zmm(pp, 0, x, xs, n, nh, accumulate, o, os);
-        packed_quarter2_zmm(pp, 1, x, xs, n, nh, accumulate, o, os);
-        packed_quarter2_zmm(pp, 2, x, xs, n, nh, accumulate, o, os);
-        packed_quarter2_zmm(pp, 3, x, xs, n, nh, accumulate, o, os);
-        return;
-    }
-#endif
+    packed_quarter16(pp, bits, 0, x, xs, n, nh, accumulate, o, os);
+    packed_quarter16(pp, bits, 1, x, xs, n, nh, accumulate, o, os);
+    packed_quarter16(pp, bits, 2, x, xs, n, nh, accumulate, o, os);
+    packed_quarter16(pp, bits, 3, x, xs, n, nh, accumulate, o, os);
+#else
     packed_quarter(pp, bits, 0, x, xs, n, nh, accumulate, o, os);
     packed_quarter(pp, bits, 1, x, xs, n, nh, accumulate, o, os);
     packed_quarter(pp, bits, 2, x, xs, n, nh, accumulate, o, os);
     packed_quarter(pp, bits, 3, x, xs, n, nh, accumulate, o, os);
+#endif
 }
 
 /* packed_mac over a group of heads, four at a time, specialized by code

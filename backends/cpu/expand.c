@@ -140,21 +140,31 @@ void mf_cpu_code_planes(const uint16_t *scales, const uint16_t *zeros, uint32_t 
         for (i = 0; i < 8; i++) {
             __m256 s = _mm256_permutevar8x32_ps(s8, _mm256_set1_epi32((int)i));
             __m256 z = _mm256_permutevar8x32_ps(z8, _mm256_set1_epi32((int)i));
-            __m128i a = _mm_shuffle_epi8(
-                _mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(lo, z), s), _MM_FROUND_TO_NEAREST_INT), split);
-            __m128i b = _mm_shuffle_epi8(
-                _mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(hi, z), s), _MM_FROUND_TO_NEAREST_INT), split);
+            __m128i a = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(lo, z), s), _MM_FROUND_TO_NEAREST_INT);
+            __m128i b = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(hi, z), s), _MM_FROUND_TO_NEAREST_INT);
             uint8_t *p = planes + 32u * (j + i);
+#if MF_CPU_AVX512
+            (void)split;
+            _mm_storeu_si128((__m128i *)p, a);
+            _mm_storeu_si128((__m128i *)(p + 16), b);
+#else
+            a = _mm_shuffle_epi8(a, split);
+            b = _mm_shuffle_epi8(b, split);
             _mm_storeu_si128((__m128i *)p, _mm_unpacklo_epi64(a, b));
             _mm_storeu_si128((__m128i *)(p + 16), _mm_unpackhi_epi64(a, b));
+#endif
         }
     }
     for (; j < n; j++) {
         float s = mf_h2f(scales[j]), z = mf_h2f(zeros[j]);
         for (c = 0; c < 16; c++) {
             uint16_t v = mf_dequant(c, s, z);
+#if MF_CPU_AVX512
+            memcpy(planes + 32u * j + 2u * c, &v, sizeof v);
+#else
             planes[32u * j + c] = (uint8_t)(v & 0xffu);
             planes[32u * j + 16u + c] = (uint8_t)(v >> 8);
+#endif
         }
     }
 }

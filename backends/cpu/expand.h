@@ -17,10 +17,10 @@
 #define MF_CPU_SIMD 0
 #endif
 
-/* AVX-512 (F, with the AVX2 set above): the 2-bit and fp32 FMA loops run
- * 16 lanes wide with the heads' factors as embedded broadcasts. Same
- * fmaf per lane in the same order, so the same bits. */
-#if MF_CPU_SIMD && defined(__AVX512F__)
+/* AVX-512 (F, BW, VL, with the AVX2 set above): the FMA loops run 16
+ * lanes wide with the heads' factors as embedded broadcasts. Same fmaf
+ * per lane in the same order, so the same bits. */
+#if MF_CPU_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define MF_CPU_AVX512 1
 #else
 #define MF_CPU_AVX512 0
@@ -36,9 +36,10 @@ static inline uint32_t mf_cpu_table_floats(uint32_t bits) { return bits == 2 ? 8
 void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *zeros, uint32_t n,
                         float *tables);
 
-/* Code values of n 4-bit tiles as fp16 byte planes, 32 bytes per tile:
- * low bytes of mf_dequant(code, scale, zero) for codes 0-15, then high
- * bytes (what a byte shuffle looks up). */
+/* Code values of n 4-bit tiles, 32 bytes per tile: mf_dequant(code,
+ * scale, zero) for codes 0-15, with AVX-512 as 16 fp16 values in code
+ * order (what a word permute looks up), else as byte planes, the values'
+ * low bytes then their high bytes (what a byte shuffle looks up). */
 void mf_cpu_code_planes(const uint16_t *scales, const uint16_t *zeros, uint32_t n, uint8_t *planes);
 
 /* One tile to 64 floats in element order. table: its code table (bits
