@@ -97,11 +97,15 @@ static const uint8_t *tail_stream(const mf_ctensor *c, uint32_t j, uint64_t star
 
 /* The popcount of each byte of x. */
 static inline __m256i byte_popcounts(__m256i x) {
+#if defined(__AVX512BITALG__) && defined(__AVX512VL__)
+    return _mm256_popcnt_epi8(x);
+#else
     const __m256i pop = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
                                          1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i nibble = _mm256_set1_epi8(0x0f);
     return _mm256_add_epi8(_mm256_shuffle_epi8(pop, _mm256_and_si256(x, nibble)),
                            _mm256_shuffle_epi8(pop, _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble)));
+#endif
 }
 
 /* Payload words of four packed tiles of bmp (mf_tile_words, bits 2 or
@@ -611,8 +615,40 @@ static __m256 exp8(__m256 x) {
 }
 #endif
 
+#if MF_CPU_AVX512
+/* exp8 16 lanes wide. */
+static __m512 exp16(__m512 x) {
+    __m512 kf = _mm512_roundscale_ps(
+        _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269502163e+00f)), _mm512_set1_ps(0.5f)),
+        _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 kc = _mm512_min_ps(_mm512_max_ps(kf, _mm512_set1_ps(-126.0f)), _mm512_set1_ps(127.0f));
+    __m512 nk = _mm512_castsi512_ps(
+        _mm512_xor_si512(_mm512_castps_si512(kc), _mm512_set1_epi32((int)0x80000000u)));
+    __m512 r = _mm512_fmadd_ps(nk, _mm512_set1_ps(6.93359375e-01f), x);
+    __m512 p = _mm512_set1_ps(1.38888889e-03f), y;
+    r = _mm512_fmadd_ps(nk, _mm512_set1_ps(-2.12194440e-04f), r);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.33333377e-03f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.16666679e-02f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.66666672e-01f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.00000000e-01f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    y = _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(
+                             _mm512_add_epi32(_mm512_cvttps_epi32(kc), _mm512_set1_epi32(127)), 23)));
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(kf, _mm512_set1_ps(-126.0f), _CMP_LT_OQ),
+                           _mm512_setzero_ps());
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(kf, _mm512_set1_ps(127.0f), _CMP_GT_OQ),
+                           _mm512_castsi512_ps(_mm512_set1_epi32(0x7f800000)));
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+#endif
+
 void mf_cpu_exp_shifted(const float *x, float m, uint32_t n, float *e) {
     uint32_t t = 0;
+#if MF_CPU_AVX512
+    for (; t + 16 <= n; t += 16)
+        _mm512_storeu_ps(e + t, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + t), _mm512_set1_ps(m))));
+#endif
 #if MF_CPU_SIMD
     for (; t + 8 <= n; t += 8)
         _mm256_storeu_ps(e + t, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + t), _mm256_set1_ps(m))));
@@ -723,7 +759,13 @@ static void merge_states(float *restrict a, const float *restrict b, uint32_t di
             const float *y = b + (size_t)(h + k) * (dim + 2u);
             x[0] = m[k];
             x[1] = mf_merge_term(x[1], fa, y[1], fb);
-#if MF_CPU_SIMD
+#if MF_CPU_AVX512
+            /* mf_merge_term per lane: two products and a sum, each rounded */
+            for (c = 0; c < dim; c += 16)
+                _mm512_storeu_ps(
+                    x + 2 + c, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 2 + c), _mm512_set1_ps(fa)),
+                                             _mm512_mul_ps(_mm512_loadu_ps(y + 2 + c), _mm512_set1_ps(fb))));
+#elif MF_CPU_SIMD
             /* mf_merge_term per lane: two products and a sum, each rounded */
             for (c = 0; c < dim; c += 8)
                 _mm256_storeu_ps(
