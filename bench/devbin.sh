@@ -2,7 +2,8 @@
 # bench/devbin.sh - builds, on the development machine (nvcc, no GPU), the
 # binaries bench/gpu-dev.sh runs on the lent GPU machine, so that device
 # time goes to checks and timings, not to builds: .devbin/new (this tree)
-# and .devbin/old (-DMF_TC_RD=0), each mustafar-diff and mustafar-gpu-sweep
+# and .devbin/old (CUDA flags OLD_FLAGS, default -DMF_TC_RD=0: the previous
+# kernel; or a compile-time switch of an experiment), each mustafar-diff and mustafar-gpu-sweep
 # for sm_90, the CPU side for any AVX2 x86-64 (not -march=native: the
 # device's CPU differs), plus libgomp. Keep .devbin out of git
 # (echo /.devbin/ >> .git/info/exclude) and name it in the run's carry.
@@ -10,7 +11,7 @@ set -eu
 cd "$(dirname "$0")/.."
 for v in new old; do
     flags=""
-    [ $v = old ] && flags=-DMF_TC_RD=0
+    [ $v = old ] && flags=${OLD_FLAGS:--DMF_TC_RD=0}
     cmake -S . -B "build-devbin-$v" -DMF_TESTS=OFF -DMF_NATIVE=ON \
         -DMF_NATIVE_FLAGS="-mavx2 -mfma -mbmi2 -mf16c -mpopcnt" \
         -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_FLAGS="$flags" >/dev/null

@@ -5,8 +5,9 @@
 # (batch 1 and 8, T 4K and 32K, s 0.7, 2 bits) with PyTorch's dense
 # attention on the same shapes, for two builds timed in the same session:
 # "new" (this tree) and "old" (-DMF_TC_RD=0: 2-bit layers through
-# tc_kernel, as before tensor_rd.cu); with NCU=1 also Nsight Compute's
-# scheduler and stall sections for rd_kernel. Each build's binaries come
+# tc_kernel, as before tensor_rd.cu, or what bench/devbin.sh's OLD_FLAGS
+# chose); with NCU=1 also Nsight Compute's scheduler sections, pipe
+# utilizations and stall reasons for each build's rd_kernel. Each build's binaries come
 # from .devbin/<build>/ (bench/devbin.sh, run on the development machine
 # and carried, or here when they are missing). Logs go to $OUT (default
 # ./out).
@@ -36,10 +37,15 @@ for b in new old; do
     "$d/mustafar-gpu-sweep" --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
 done
 python3 bench/sdpa.py --batch 1 8 --tokens 4096 32768 | tee "$OUT/sdpa.csv"
-if [ "${NCU:-0}" = 1 ]; then # where the new kernel's issue slots go
-    timeout 150 ncu --kernel-name regex:rd_kernel --launch-skip 2 --launch-count 1 \
-        --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
-        --section ComputeWorkloadAnalysis --section Occupancy "$NEW/mustafar-diff" --bench \
-        >"$OUT/ncu.txt" 2>&1
-    grep -E "Issued|Eligible|Active Warps|Stall|Pipe|Throughput|Occupancy" "$OUT/ncu.txt" | head -40
+if [ "${NCU:-0}" = 1 ]; then # where each build's issue slots go: pipes, stall reasons per issue
+    for b in new old; do
+        timeout 150 ncu --kernel-name regex:rd_kernel --launch-skip 2 --launch-count 1 \
+            --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
+            --section ComputeWorkloadAnalysis --section Occupancy \
+            --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,smsp__inst_executed.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum,smsp__inst_executed_op_shared_ld.sum,smsp__inst_executed_op_shared_st.sum" \
+            ".devbin/$b/mustafar-diff" --bench >"$OUT/ncu-$b.txt" 2>&1
+        echo "== ncu $b"
+        grep -E "Issued|Eligible|Active Warps|Pipe|Throughput|Duration|stalled|inst_executed|bank" "$OUT/ncu-$b.txt" |
+            awk '$NF+0 > 0.05 || !/stalled/' | head -60
+    done
 fi
