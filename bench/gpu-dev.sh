@@ -1,9 +1,9 @@
 #!/bin/sh
 # bench/gpu-dev.sh - one device session of attention-kernel work (issue 5):
 # the differential check (CASES cases, seed SEED), compute-sanitizer on a
-# few small cases, mustafar-diff's benchmark layer and a quick sweep
-# (batch 1 and 8, T 4K and 32K, s 0.7, 2 bits) with PyTorch's dense
-# attention on the same shapes, for two builds timed in the same session:
+# few small cases, mustafar-diff's benchmark layer and (unless SWEEP=0) a
+# quick sweep (batch 1 and 8, T 4K and 32K, s 0.7, 2 bits) with PyTorch's
+# dense attention on the same shapes, for two builds timed in the same session:
 # "new" (this tree) and "old" (-DMF_TC_RD=0: 2-bit layers through
 # tc_kernel, as before tensor_rd.cu, or what bench/devbin.sh's OLD_FLAGS
 # chose); with NCU=1 also Nsight Compute's scheduler sections, pipe
@@ -34,9 +34,10 @@ for b in new old; do
     d=.devbin/$b
     echo "== $b"
     "$d/mustafar-diff" --bench 2>&1 | tee "$OUT/bench-$b.log"
-    "$d/mustafar-gpu-sweep" --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
+    [ "${SWEEP:-1}" = 1 ] &&
+        "$d/mustafar-gpu-sweep" --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
 done
-python3 bench/sdpa.py --batch 1 8 --tokens 4096 32768 | tee "$OUT/sdpa.csv"
+[ "${SWEEP:-1}" = 1 ] && python3 bench/sdpa.py --batch 1 8 --tokens 4096 32768 | tee "$OUT/sdpa.csv"
 if [ "${NCU:-0}" = 1 ]; then # where each build's issue slots go: pipes, stall reasons per issue
     for b in new old; do
         timeout 150 ncu --kernel-name regex:rd_kernel --launch-skip 2 --launch-count 1 \
