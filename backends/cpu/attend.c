@@ -413,9 +413,10 @@ static inline uint64_t codes_at(const uint8_t *s, uint32_t n) {
  * nibble_indices split by one 32-bit shift puts elements
  * {0,8,1,9,..,7,15} in the lanes (lane 2k: low word >> 4k, lane 2k+1:
  * high word >> 4k) and one permute looks them up (it reads the low 4
- * bits, the nibble). 4 bits: the codes deposited as bytes, widened to
- * words, looked up among the tile's 16 fp16 values by a word permute
- * that zeroes the absent elements, then converted; element order. */
+ * bits, the nibble). 4 bits: the codes deposited as nibbles, each
+ * spread to a 16-bit lane by a multishift, looked up among the tile's 16
+ * fp16 values by a word permute that zeroes the absent elements, then
+ * converted; element order. */
 static inline __m512 group_values16(const piece *pp, uint32_t bits, uint32_t j, uint32_t qd) {
     if (bits == 2) {
         const __m512i shifts = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
@@ -616,7 +617,7 @@ static __m256 exp8(__m256 x) {
 #endif
 
 #if MF_CPU_AVX512
-/* exp8 16 lanes wide. */
+/* exp8 16 lanes wide: the same operations in the same order. */
 static __m512 exp16(__m512 x) {
     __m512 kf = _mm512_roundscale_ps(
         _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269502163e+00f)), _mm512_set1_ps(0.5f)),
