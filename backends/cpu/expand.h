@@ -17,10 +17,11 @@
 #define MF_CPU_SIMD 0
 #endif
 
-/* AVX-512 (F, BW, VL, with the AVX2 set above): the FMA loops run 16
- * lanes wide with the heads' factors as embedded broadcasts. Same fmaf
+/* AVX-512 (F, BW, VL, VBMI, with the AVX2 set above): the FMA loops run
+ * 16 lanes wide with the heads' factors as embedded broadcasts. Same fmaf
  * per lane in the same order, so the same bits. */
-#if MF_CPU_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#if MF_CPU_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512VBMI__)
 #define MF_CPU_AVX512 1
 #else
 #define MF_CPU_AVX512 0
