@@ -121,7 +121,11 @@ void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *z
         u[2] = _mm256_shuffle_ps(t1, t3, 0x44), u[3] = _mm256_shuffle_ps(t1, t3, 0xee);
         for (i = 0; i < 4; i++) { /* tile i in the low half, tile i + 4 in the high */
             _mm_storeu_ps(t + 8 * i + 4, _mm256_castps256_ps128(u[i]));
+#if MF_CPU_AVX512
+            _mm256_mask_storeu_ps(t + 8 * (i + 4), 0xf0, u[i]);
+#else
             _mm_storeu_ps(t + 8 * (i + 4) + 4, _mm256_extractf128_ps(u[i], 1));
+#endif
         }
     }
     code_tables_scalar(bits, scales + j, zeros + j, n - j, tables + (size_t)j * mf_cpu_table_floats(bits));
