@@ -50,7 +50,7 @@ static uint64_t chunks_of(uint32_t tokens) { return (tokens + MF_TILE - 1) / MF_
 typedef struct piece {
     uint32_t packed;       /* 0: buf; 2 or 4: packed tiles of that many bits */
     float *buf;            /* [64 * 64] */
-    float *tables;         /* [64][16] code tables (4 bits packed: fp16 byte planes) */
+    float *tables;         /* [64][16] code tables (4 bits packed: mf_cpu_code_planes) */
     uint64_t *rev;         /* packed: [64] bitmaps, element i at bit i */
     const uint8_t **code;  /* packed: [64] code streams, 40 bytes readable */
     uint64_t *pad;         /* packed: [64][5] zero-padded copies near the payload end */
@@ -299,6 +299,18 @@ static uint32_t load_piece(const source *s, uint32_t row, uint64_t ch, uint32_t 
 }
 
 #if MF_CPU_SIMD
+/* The table indices of group qd (elements 16qd .. 16qd+15) of 2-bit
+ * packed tile j, nibble e for element 16qd + e: 4 + code for a stored
+ * element and 0 (a 0.0 entry of the table) for an absent one. pdep
+ * deposits the group's codes at the positions its bitmap marks. */
+static inline uint64_t nibble_indices(const piece *pp, uint32_t j, uint32_t qd) {
+    uint16_t gm; /* the group's 16 bitmap bits (x86: little-endian) */
+    memcpy(&gm, (const uint8_t *)(pp->rev + j) + 2 * qd, sizeof gm);
+    uint64_t pres = _pdep_u64(gm, UINT64_C(0x1111111111111111));
+    return _pdep_u64(pp->seg[qd * MF_TILE + j], pres * 3u) + pres * 4u;
+}
+
+#if !MF_CPU_AVX512
 /* Lane order of the packed loops: a group's 16 elements sit in two
  * vectors as {0,8,1,9,2,10,3,11} and {4,12,5,13,6,14,7,15}, the order in
  * which one broadcast 64-bit word of nibbles splits by 32-bit shifts. */
@@ -314,17 +326,6 @@ static inline void from_lanes(__m256 a, __m256 b, float *dst) {
     __m256 u = _mm256_permute2f128_ps(a, b, 0x20), v = _mm256_permute2f128_ps(a, b, 0x31);
     _mm256_storeu_ps(dst, _mm256_shuffle_ps(u, v, 0x88));
     _mm256_storeu_ps(dst + 8, _mm256_shuffle_ps(u, v, 0xdd));
-}
-
-/* The table indices of group qd (elements 16qd .. 16qd+15) of 2-bit
- * packed tile j, nibble e for element 16qd + e: 4 + code for a stored
- * element and 0 (a 0.0 entry of the table) for an absent one. pdep
- * deposits the group's codes at the positions its bitmap marks. */
-static inline uint64_t nibble_indices(const piece *pp, uint32_t j, uint32_t qd) {
-    uint16_t gm; /* the group's 16 bitmap bits (x86: little-endian) */
-    memcpy(&gm, (const uint8_t *)(pp->rev + j) + 2 * qd, sizeof gm);
-    uint64_t pres = _pdep_u64(gm, UINT64_C(0x1111111111111111));
-    return _pdep_u64(pp->seg[qd * MF_TILE + j], pres * 3u) + pres * 4u;
 }
 
 /* The 16 values of group qd of packed tile j, in lane order. 2 bits:
@@ -399,7 +400,7 @@ static inline __attribute__((always_inline)) void packed_quarter(
     }
 }
 
-#if MF_CPU_AVX512
+#else /* AVX-512 */
 /* 64 bits of a 4-bit code stream from code n on (n <= 48: at most 33
  * bytes read). */
 static inline uint64_t codes_at(const uint8_t *s, uint32_t n) {
@@ -420,6 +421,7 @@ static inline uint64_t codes_at(const uint8_t *s, uint32_t n) {
 static inline __m512 group_values16(const piece *pp, uint32_t bits, uint32_t j, uint32_t qd) {
     if (bits == 2) {
         const __m512i shifts = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+        /* indices are at most 7: the upper half is never read */
         const __m512 tab = _mm512_castps256_ps512(_mm256_loadu_ps(pp->tables + 8 * j));
         __m512i w = _mm512_set1_epi64((long long)nibble_indices(pp, j, qd));
         return _mm512_permutexvar_ps(_mm512_srlv_epi32(w, shifts), tab);
@@ -624,7 +626,7 @@ static __m512 exp16(__m512 x) {
         _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     __m512 kc = _mm512_min_ps(_mm512_max_ps(kf, _mm512_set1_ps(-126.0f)), _mm512_set1_ps(127.0f));
     __m512 nk = _mm512_castsi512_ps(
-        _mm512_xor_si512(_mm512_castps_si512(kc), _mm512_set1_epi32((int)0x80000000u)));
+        _mm512_xor_si512(_mm512_castps_si512(kc), _mm512_castps_si512(_mm512_set1_ps(-0.0f))));
     __m512 r = _mm512_fmadd_ps(nk, _mm512_set1_ps(6.93359375e-01f), x);
     __m512 p = _mm512_set1_ps(1.38888889e-03f), y;
     r = _mm512_fmadd_ps(nk, _mm512_set1_ps(-2.12194440e-04f), r);

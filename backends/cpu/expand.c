@@ -132,11 +132,13 @@ void mf_cpu_code_tables(uint32_t bits, const uint16_t *scales, const uint16_t *z
 }
 
 /* Eight tiles at a time: each tile's scale and zero broadcast from the
- * eight, codes 0-7 and 8-15 dequantized and rounded by F16C, bytes sorted
- * into the low and the high plane. */
+ * eight, codes 0-7 and 8-15 dequantized and rounded by F16C; without
+ * AVX-512 the bytes are then sorted into the low and the high plane. */
 void mf_cpu_code_planes(const uint16_t *scales, const uint16_t *zeros, uint32_t n, uint8_t *planes) {
     const __m256 lo = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), hi = _mm256_add_ps(lo, _mm256_set1_ps(8));
+#if !MF_CPU_AVX512
     const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+#endif
     uint32_t j, i, c;
     for (j = 0; j + 8 <= n; j += 8) {
         __m256 s8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + j)));
@@ -148,7 +150,6 @@ void mf_cpu_code_planes(const uint16_t *scales, const uint16_t *zeros, uint32_t 
             __m128i b = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_sub_ps(hi, z), s), _MM_FROUND_TO_NEAREST_INT);
             uint8_t *p = planes + 32u * (j + i);
 #if MF_CPU_AVX512
-            (void)split;
             _mm_storeu_si128((__m128i *)p, a);
             _mm_storeu_si128((__m128i *)(p + 16), b);
 #else

@@ -1,8 +1,9 @@
 /* expand.h - turning tiles and dense fp16 rows into fp32 buffers.
  *
- * Pure data movement: every path (scalar, AVX2) produces the same floats,
- * h2f of the decoded fp16 values, so the choice never changes a result.
- * The AVX2 paths need AVX2, BMI2 (pdep) and F16C at compile time. */
+ * Pure data movement: every path (scalar, AVX2, AVX-512) produces the
+ * same floats, h2f of the decoded fp16 values, so the choice never changes
+ * a result. The SIMD paths need AVX2, BMI2 (pdep) and F16C at compile
+ * time; the AVX-512 ones F, BW, VL and VBMI as well. */
 #ifndef MF_CPU_EXPAND_H
 #define MF_CPU_EXPAND_H
 
@@ -53,7 +54,10 @@ void mf_cpu_expand_tile(uint32_t bits, uint64_t bitmap, const float *table, cons
 #include <immintrin.h>
 
 /* Bit i of the result is bit 63-i of x: element i of a tile at bit i.
- * mf_cpu_bit_reverse4 does four at once with byte lookups. */
+ * mf_cpu_bit_reverse4 does four at once: with GFNI an affine transform
+ * per byte, else nibble lookups, then a byte swap. (The GFNI form also
+ * asks for AVX512VL so that the Valgrind build, which leaves out
+ * AVX-512, keeps to instructions Valgrind decodes.) */
 static inline uint64_t mf_cpu_bit_reverse(uint64_t x) {
     x = ((x >> 1) & UINT64_C(0x5555555555555555)) | ((x & UINT64_C(0x5555555555555555)) << 1);
     x = ((x >> 2) & UINT64_C(0x3333333333333333)) | ((x & UINT64_C(0x3333333333333333)) << 2);
