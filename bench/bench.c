@@ -4,7 +4,7 @@
  * compressed bytes per element for both layouts. Prints a Markdown table.
  *
  * usage: mustafar-bench [--tokens T ...] [--quick]
- *        mustafar-bench --loop attend|dense|encode BITS REPS [native]
+ *        mustafar-bench --loop attend|dense|encode|read BITS REPS [native]
  * Times are the best of three rounds' medians of repeated runs, each
  * after a warm-up of a fifth of its time budget. --loop runs one
  * operation on the T=4096, s=0.7 layer REPS times (for `perf record` and
@@ -71,6 +71,19 @@ static void run_dense(void *p) {
     if (mf_attend_dense(MF_BACKEND_CPU, l->k, l->v, ROWS, l->tokens, DIM, l->q, GROUP, l->out,
                         l->ws, l->ws_bytes) != MF_OK)
         abort();
+}
+
+/* A plain read of the dense K and V (no arithmetic but a sum of 64-bit
+ * words): the memory floor under any dense attention of the layer. */
+static void run_read(void *p) {
+    layer *l = (layer *)p;
+    const uint64_t *k = (const uint64_t *)(const void *)l->k, *v = (const uint64_t *)(const void *)l->v;
+    long long n = (long long)ROWS * l->tokens * DIM / 4, i;
+    uint64_t sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+    for (i = 0; i < n; i++)
+        sum += k[i] + v[i];
+    l->out[0] = (float)(sum & 1u);
 }
 
 /* The layer's dense K, V and q for T = tokens, its output and attention
@@ -145,13 +158,14 @@ static int loop(const char *op, uint32_t bits, int reps, mf_layout layout) {
     bench_fn fn = !strcmp(op, "attend") ? run_attend
                   : !strcmp(op, "dense") ? run_dense
                   : !strcmp(op, "encode") ? run_encode
+                  : !strcmp(op, "read")   ? run_read
                                           : NULL;
     double *t = (double *)malloc((size_t)(reps > 0 ? reps : 1) * sizeof *t), med, sum = 0.0;
     layer l;
     int i;
     if (!fn || (bits != 0 && bits != 2 && bits != 4) || reps < 1) {
         fprintf(stderr,
-                "usage: mustafar-bench --loop attend|dense|encode BITS(0|2|4) REPS(>=1) [native]\n");
+                "usage: mustafar-bench --loop attend|dense|encode|read BITS(0|2|4) REPS(>=1) [native]\n");
         free(t);
         return 2;
     }
@@ -196,7 +210,7 @@ int main(int argc, char **argv) {
                 tokens_list[ntok++] = (uint32_t)atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: mustafar-bench [--tokens T ...] [--quick]\n"
-                            "       mustafar-bench --loop attend|dense|encode BITS REPS [native]\n");
+                            "       mustafar-bench --loop attend|dense|encode|read BITS REPS [native]\n");
             return 2;
         }
     }
