@@ -66,10 +66,10 @@ static inline uint64_t mf_cpu_bit_reverse(uint64_t x) {
 }
 
 static inline __m256i mf_cpu_bit_reverse4(__m256i x) {
-#if defined(__GFNI__) && defined(__AVX512VL__)
-    /* bits reversed within each byte by one affine transform, then bytes */
     const __m256i bswap = _mm256_setr_epi8(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8, 7,
                                            6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
+#if defined(__GFNI__) && defined(__AVX512VL__)
+    /* bits reversed within each byte by one affine transform, then bytes */
     return _mm256_shuffle_epi8(
         _mm256_gf2p8affine_epi64_epi8(x, _mm256_set1_epi64x((long long)UINT64_C(0x8040201008040201)), 0),
         bswap);
@@ -77,8 +77,6 @@ static inline __m256i mf_cpu_bit_reverse4(__m256i x) {
     const __m256i rev = _mm256_setr_epi8(0x0, 0x8, 0x4, 0xc, 0x2, 0xa, 0x6, 0xe, 0x1, 0x9, 0x5, 0xd,
                                          0x3, 0xb, 0x7, 0xf, 0x0, 0x8, 0x4, 0xc, 0x2, 0xa, 0x6, 0xe,
                                          0x1, 0x9, 0x5, 0xd, 0x3, 0xb, 0x7, 0xf);
-    const __m256i bswap = _mm256_setr_epi8(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8, 7,
-                                           6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
     const __m256i low = _mm256_set1_epi8(0x0f);
     __m256i lo = _mm256_shuffle_epi8(rev, _mm256_and_si256(x, low));
     __m256i hi = _mm256_shuffle_epi8(rev, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
