@@ -28,7 +28,15 @@
 #include "tensor.cuh"
 
 #define RD_WARPS 8
-#define RD_LUT (256 * 32) /* mf_rd_lut per byte, one copy per lane: no bank conflicts */
+#ifndef MF_RD_SELREC
+#define MF_RD_SELREC 1 /* experiment: placement selectors looked up in prep, kept in the records */
+#endif
+#if MF_RD_SELREC
+#define RD_COPIES 16
+#else
+#define RD_COPIES 32
+#endif
+#define RD_LUT (256 * RD_COPIES) /* mf_rd_lut per byte, RD_COPIES copies */
 
 __device__ static inline uint32_t movm(uint32_t x) {
     uint32_t y;
@@ -42,6 +50,12 @@ __device__ static inline uint32_t rec_of(uint32_t jt) { return jt + 2 * (jt >> 4
 
 template <int D> struct rd_recs {
     static const uint32_t N = D + D / 8; /* records per tensor, spares included */
+#if MF_RD_SELREC
+    static const uint32_t P = N + 2; /* uint4 per part array: part arrays 8 banks apart */
+    static const uint32_t BYTES = 8 * N + 4 * 16 * P;
+#else
+    static const uint32_t BYTES = 5 * 8 * N;
+#endif
 };
 
 /* Tables and part inputs of every tile of chunk ch of row into the warp's
@@ -50,7 +64,8 @@ template <int D> struct rd_recs {
  * takes tiles l, l + 32, ..., B at a time: their metadata loads, then
  * their code words, are all in flight before any is used. */
 template <int D>
-__device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *rt, uint2 *rp) {
+__device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *rt, uint2 *rp,
+                            const char *plut) {
     const uint32_t lane = threadIdx.x % 32, B = D / 32 < 4 ? D / 32 : 4;
     const uint64_t u = mf_cu_unit(c, row, ch);
     uint64_t run = c.layout == MF_LAYOUT_NATIVE ? c.offsets[u] : 0;
@@ -100,21 +115,39 @@ __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *
                 v[code] = dequant(code, s, z);
             mf_rd_parts(bm[i], p[i][0], p[i][1], p[i][2], p[i][3], mf_rd_table(v, &lo, &hi), w, b);
             rt[r] = make_uint2(lo, hi);
+#if MF_RD_SELREC
+#pragma unroll
+            for (uint32_t k = 0; k < 4; k++)
+                ((uint4 *)rp)[k * rd_recs<D>::P + r] =
+                    make_uint4(w[k], b[k], *(const uint32_t *)(plut + ((b[k] >> 1) & 0x3fc0u)),
+                               *(const uint32_t *)(plut + ((b[k] >> 10) & 0x3fc0u)));
+#else
+            (void)plut;
             ((uint4 *)rp)[2 * r] = make_uint4(w[0], b[0], w[1], b[1]);
             ((uint4 *)rp)[2 * r + 1] = make_uint4(w[2], b[2], w[3], b[3]);
+#endif
         }
     }
 }
 
 /* Part j of tile jt from the records, transposed (see the header). lut:
  * this lane's column of the placement table. */
+template <int D>
 __device__ static inline void part(const uint2 *rt, const uint2 *rp, const char *lut, uint32_t jt,
                                    uint32_t j, uint32_t x[8]) {
     const uint32_t r = rec_of(jt);
+#if MF_RD_SELREC
+    const uint2 tb = rt[r];
+    const uint4 q = ((const uint4 *)rp)[j * rd_recs<D>::P + r];
+    const uint2 wb = make_uint2(q.x, q.y);
+    (void)lut;
+    mf_rd_part(q.x, q.y, q.z, q.w, tb.x, tb.y, x);
+#else
     const uint2 tb = rt[r], wb = rp[4 * r + j];
     const uint32_t sel0 = *(const uint32_t *)(lut + (wb.y & 0x7f80u));
     const uint32_t sel1 = *(const uint32_t *)(lut + ((wb.y >> 9) & 0x7f80u));
     mf_rd_part(wb.x, wb.y, sel0, sel1, tb.x, tb.y, x);
+#endif
     if (__any_sync(0xffffffffu, wb.y >> 31)) { /* a negated table: flip back */
         const uint32_t f = (wb.y >> 31) * 0x80008000u;
 #pragma unroll
@@ -166,8 +199,8 @@ __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_
             window_part<D>(c, row, n, MF_KEY, 16 * ks + g, j, x0);
             window_part<D>(c, row, n, MF_KEY, 16 * ks + 8 + g, j, x1);
         } else {
-            part(rt, rp, lut, 16 * ks + g, j, x0);
-            part(rt, rp, lut, 16 * ks + 8 + g, j, x1);
+            part<D>(rt, rp, lut, 16 * ks + g, j, x0);
+            part<D>(rt, rp, lut, 16 * ks + 8 + g, j, x1);
         }
 #pragma unroll
         for (uint32_t mt = 0; mt < 4; mt++) {
@@ -194,8 +227,8 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
                 window_part<D>(c, row, n, MF_VALUE, t0, j, x0);
                 window_part<D>(c, row, n, MF_VALUE, t0 + 2, j, x1);
             } else {
-                part(rt, rp, lut, t0, j, x0);
-                part(rt, rp, lut, t0 + 2, j, x1);
+                part<D>(rt, rp, lut, t0, j, x0);
+                part<D>(rt, rp, lut, t0 + 2, j, x1);
             }
 #pragma unroll
             for (uint32_t mm = 0; mm < 4; mm++) {
@@ -210,8 +243,8 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
     extern __shared__ uint4 smem4[];
     uint32_t *lut = (uint32_t *)smem4;
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, j = lane % 4;
-    uint2 *rt = (uint2 *)(lut + RD_LUT) + warp * 5 * rd_recs<D>::N, *rp = rt + rd_recs<D>::N;
-    const char *lutc = (const char *)lut + 4 * lane;
+    uint2 *rt = (uint2 *)((char *)(lut + RD_LUT) + warp * rd_recs<D>::BYTES), *rp = rt + rd_recs<D>::N;
+    const char *lutc = (const char *)lut + 4 * (lane % RD_COPIES);
     const uint32_t split = blockIdx.x % a.splits, tile = blockIdx.x / a.splits % a.tiles;
     const uint32_t row = blockIdx.x / (a.splits * a.tiles), worker = split * RD_WARPS + warp;
     const uint32_t hd = tile * HEADS + g;
@@ -220,7 +253,7 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
     float o[D / 16][4], mrun[2] = {ninf, ninf}, lrun[2] = {0.0f, 0.0f}, *part_out;
     uint32_t qf[D / 16][2], i;
     for (i = threadIdx.x; i < RD_LUT; i += blockDim.x)
-        lut[i] = mf_rd_lut(i / 32);
+        lut[i] = mf_rd_lut(i / RD_COPIES);
     /* B fragments of Q^T: head g, channels 16 ks + 2j (+ 1) and + 8 */
 #pragma unroll
     for (uint32_t ks = 0; ks < D / 16; ks++)
@@ -241,7 +274,7 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
         uint32_t pb[4][2];
         /* S^T[token][head] = K Q^T */
         if (n == MF_TILE)
-            prep<D>(a.k, row, ch, rt, rp);
+            prep<D>(a.k, row, ch, rt, rp, lutc);
         __syncwarp();
 #pragma unroll
         for (uint32_t mt = 0; mt < 4; mt++)
@@ -252,7 +285,7 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
             key_scores<D, true>(a.k, row, n, rt, rp, lutc, qf, s);
         __syncwarp();
         if (n == MF_TILE) /* V's records, while the softmax runs */
-            prep<D>(a.v, row, ch, rt, rp);
+            prep<D>(a.v, row, ch, rt, rp, lutc);
         /* Online softmax; this lane holds heads 2j + {0, 1} of tokens
          * 16 (g/2) + 4 mt + g%2 (+ 2 for r >= 2). */
         cmax[0] = cmax[1] = ninf;
@@ -322,7 +355,9 @@ tc_shape mf__rd_shape(uint32_t dim) {
     sh.fn = (const void *)rd_of(dim);
     sh.threads = RD_WARPS * 32;
     sh.workers = RD_WARPS;
-    sh.smem = (size_t)RD_LUT * 4 + (size_t)RD_WARPS * 5 * (dim + dim / 8) * 8;
+    sh.smem = (size_t)RD_LUT * 4 + (size_t)RD_WARPS * (dim == 64    ? rd_recs<64>::BYTES
+                                                       : dim == 128 ? rd_recs<128>::BYTES
+                                                                    : rd_recs<256>::BYTES);
     return sh;
 }
 
