@@ -232,9 +232,10 @@ mf_status mf_attend(mf_backend backend, const mf_ctensor *k, const mf_ctensor *v
                         workspace_bytes);
 }
 
-mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
-                       const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
-                       void *workspace, size_t workspace_bytes) {
+/* mf_attend_ex (wait 1) and mf_attend_async (wait 0). */
+static mf_status attend(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
+                        const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
+                        void *workspace, size_t workspace_bytes, int wait) {
     const mf_desc *kd, *vd;
     mf_status st;
     if (!k || !v || !q || !out || (!workspace && workspace_bytes))
@@ -258,11 +259,36 @@ mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k
     if ((st = check_group(group, kd->rows, NULL)) != MF_OK)
         return st;
     if (kernel == MF_KERNEL_TENSOR)
-        return mf_cuda_attend_tensor(k, v, q, group, out, workspace, workspace_bytes);
+        return mf_cuda_attend_tensor(k, v, q, group, out, workspace, workspace_bytes, wait);
     if (backend == MF_BACKEND_CUDA)
-        return mf_cuda_attend(k, v, q, group, out, workspace, workspace_bytes);
+        return mf_cuda_attend(k, v, q, group, out, workspace, workspace_bytes, wait);
     return mf_cpu_attend(k, v, NULL, NULL, kd->rows, kd->tokens, kd->dim, q, group, out,
                          workspace, workspace_bytes);
+}
+
+mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
+                       const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
+                       void *workspace, size_t workspace_bytes) {
+    return attend(backend, kernel, k, v, q, group, out, workspace, workspace_bytes, 1);
+}
+
+mf_status mf_attend_async(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
+                          const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
+                          void *workspace, size_t workspace_bytes) {
+    return attend(backend, kernel, k, v, q, group, out, workspace, workspace_bytes, 0);
+}
+
+mf_status mf_attend_wait(mf_backend backend, void *workspace, size_t workspace_bytes) {
+    mf_status st;
+    if (!workspace && workspace_bytes)
+        return MF_ERR_NULL;
+    if ((st = check_backend(backend, NULL)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CPU)
+        return MF_OK;
+    if (!workspace || workspace_bytes < sizeof(unsigned))
+        return MF_ERR_BUFFER_SMALL;
+    return mf_cuda_attend_wait(workspace);
 }
 
 mf_status mf_attend_dense(mf_backend backend, const uint16_t *k, const uint16_t *v,

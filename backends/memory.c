@@ -27,7 +27,7 @@ mf_status mf_buffer_alloc(mf_backend backend, size_t bytes, void **ptr) {
     if (backend == MF_BACKEND_CUDA)
         return mf_cuda_alloc(bytes, ptr);
     /* a zero-byte request still gets a valid pointer */
-    *ptr = malloc(bytes ? bytes : 1);
+    *ptr = calloc(bytes ? bytes : 1, 1);
     return *ptr ? MF_OK : MF_ERR_NOMEM;
 }
 

@@ -3,8 +3,9 @@ scaled_dot_product_attention on the same layers (one query token, 32 query
 heads over 8 KV heads, D=128, fp16), timed as gpu_sweep times its calls:
 one call plus a synchronize, median of 51 after 10 warm-ups (and one
 warm-up shape before any is timed, so the first shape does not pay for
-PyTorch's start-up). Also the device-to-device copy bandwidth (bytes read +
-written).
+PyTorch's start-up); and per call of 51 calls queued with one synchronize,
+best of 3 (gpu_sweep's queued_us). Also the device-to-device copy bandwidth
+(bytes read + written).
 
 usage: python3 bench/sdpa.py [--batch B ...] [--tokens T ...]  -> CSV on stdout
 """
@@ -29,6 +30,18 @@ def timed(fn, reps=51):
     return statistics.median(t)
 
 
+def queued(fn, reps=51):
+    t = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+        t.append((time.perf_counter() - t0) / reps)
+    return min(t)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
@@ -43,14 +56,16 @@ def main():
     q = torch.randn(1, 32, 1, 128, dtype=torch.float16, device="cuda")
     k = torch.randn(1, 8, 1024, 128, dtype=torch.float16, device="cuda")
     timed(lambda: F.scaled_dot_product_attention(q, k, k, enable_gqa=True))
-    print("batch,tokens,sdpa_us")
+    print("batch,tokens,sdpa_us,sdpa_queued_us")
     for b in a.batch:
         for t in a.tokens:
             q = torch.randn(b, 32, 1, 128, dtype=torch.float16, device="cuda")
             k = torch.randn(b, 8, t, 128, dtype=torch.float16, device="cuda")
             v = torch.randn(b, 8, t, 128, dtype=torch.float16, device="cuda")
-            sec = timed(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
-            print(f"{b},{t},{sec * 1e6:.2f}", flush=True)
+            def fn():
+                return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+            sec = timed(fn)
+            print(f"{b},{t},{sec * 1e6:.2f},{queued(fn) * 1e6:.2f}", flush=True)
             del q, k, v
             torch.cuda.empty_cache()
 

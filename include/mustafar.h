@@ -209,8 +209,8 @@ mf_status mf_attend_dense(mf_backend backend, const uint16_t *k, const uint16_t 
 /* Backend memory (backends/memory.c)                                  */
 /* ------------------------------------------------------------------ */
 /* Buffers live where the backend computes: host memory for the CPU,
- * device memory for CUDA. Upload copies host -> backend, download
- * backend -> host. Freeing NULL is a no-op. */
+ * device memory for CUDA; new buffers are zeroed. Upload copies host ->
+ * backend, download backend -> host. Freeing NULL is a no-op. */
 mf_status mf_buffer_alloc(mf_backend backend, size_t bytes, void **ptr);
 mf_status mf_buffer_free(mf_backend backend, void *ptr);
 mf_status mf_buffer_upload(mf_backend backend, void *dst, const void *src_host, size_t bytes);
@@ -236,6 +236,23 @@ typedef enum mf_kernel { MF_KERNEL_REFERENCE = 0, MF_KERNEL_TENSOR = 1 } mf_kern
 mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
                        const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
                        void *workspace, size_t workspace_bytes);
+
+/* Attention for decode loops: mf_attend_async is mf_attend_ex that, on
+ * the CUDA backend, returns once its work is queued (CUDA's default
+ * stream) instead of waiting for the GPU to report the tile range checks:
+ * that wait is about 10 us a call on an H100 host, as long as a small
+ * layer's kernels. Checks on the host still fail the call at once. Range
+ * errors found on the device (MF_ERR_OFFSET_RANGE) accumulate in the
+ * workspace until mf_attend_wait, which waits for the queued work, returns
+ * them and clears them; mf_attend_ex on that workspace clears them too.
+ * out is written when the default stream reaches the call (any later CUDA
+ * copy or mf_attend_wait). A workspace from mf_buffer_alloc starts with no
+ * errors; one from elsewhere needs an mf_attend_wait first. On the CPU
+ * backend both return at once: the call's errors come from the call. */
+mf_status mf_attend_async(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
+                          const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
+                          void *workspace, size_t workspace_bytes);
+mf_status mf_attend_wait(mf_backend backend, void *workspace, size_t workspace_bytes);
 
 /* ------------------------------------------------------------------ */
 /* fp16 helpers (the same conversions the kernels use)                 */

@@ -308,6 +308,51 @@ Test(attend, key_scores_match_decoded_dot_products) {
     free(k), free(kd), free(q), free(sc);
 }
 
+/* mf_attend_async on the CPU is mf_attend: the same bits; mf_attend_wait
+ * has nothing to wait for; argument errors as documented; buffers from
+ * mf_buffer_alloc start zeroed (the async error flag relies on it). */
+Test(attend, async_is_the_same_call_on_the_cpu) {
+    const uint32_t rows = 3, tokens = 64 * 3 + 17, dim = 64, group = 2;
+    uint64_t seed = 5;
+    size_t n = (size_t)rows * tokens * dim, no = (size_t)rows * group * dim, ws_bytes, i;
+    uint16_t *k = th_dense(&seed, n, 2.0f), *v = th_dense(&seed, n, 1.0f);
+    uint16_t *q = th_dense(&seed, no, 1.0f);
+    float *o1 = (float *)malloc(no * 4), *o2 = (float *)malloc(no * 4);
+    mf_desc dk = th_desc(MF_KEY, MF_LAYOUT_REFERENCE, 2, rows, tokens, dim);
+    mf_desc dv = th_desc(MF_VALUE, MF_LAYOUT_REFERENCE, 2, rows, tokens, dim);
+    mf_ctensor ck, cv;
+    unsigned char *ws;
+    cr_assert_eq(th_encode(&dk, k, 20, &ck), MF_OK);
+    cr_assert_eq(th_encode(&dv, v, 20, &cv), MF_OK);
+    cr_assert_eq(mf_attend_workspace(MF_BACKEND_CPU, &dk, group, &ws_bytes), MF_OK);
+    cr_assert_eq(mf_buffer_alloc(MF_BACKEND_CPU, ws_bytes, (void **)&ws), MF_OK);
+    for (i = 0; i < ws_bytes; i++)
+        cr_assert_eq(ws[i], 0);
+    cr_assert_eq(mf_attend(MF_BACKEND_CPU, &ck, &cv, q, group, o1, ws, ws_bytes), MF_OK);
+    cr_assert_eq(mf_attend_async(MF_BACKEND_CPU, MF_KERNEL_REFERENCE, &ck, &cv, q, group, o2, ws,
+                                 ws_bytes),
+                 MF_OK);
+    cr_assert_eq(mf_attend_wait(MF_BACKEND_CPU, ws, ws_bytes), MF_OK);
+    cr_assert_eq(memcmp(o1, o2, no * 4), 0);
+    cr_assert_eq(mf_attend_async(MF_BACKEND_CPU, MF_KERNEL_TENSOR, &ck, &cv, q, group, o2, ws,
+                                 ws_bytes),
+                 MF_ERR_UNSUPPORTED);
+    cr_assert_eq(mf_attend_async(MF_BACKEND_CPU, MF_KERNEL_REFERENCE, &ck, &cv, q, group, o2, ws,
+                                 4),
+                 MF_ERR_BUFFER_SMALL);
+    cr_assert_eq(mf_attend_async(MF_BACKEND_CPU, MF_KERNEL_REFERENCE, &ck, &cv, NULL, group, o2,
+                                 ws, ws_bytes),
+                 MF_ERR_NULL);
+    cr_assert_eq(mf_attend_wait(MF_BACKEND_CPU, NULL, 4), MF_ERR_NULL);
+    cr_assert_eq(mf_attend_wait((mf_backend)7, ws, ws_bytes), MF_ERR_ARG);
+    if (!mf_backend_available(MF_BACKEND_CUDA))
+        cr_assert_eq(mf_attend_wait(MF_BACKEND_CUDA, ws, ws_bytes), MF_ERR_NO_DEVICE);
+    mf_buffer_free(MF_BACKEND_CPU, ws);
+    mf_ctensor_free(&ck);
+    mf_ctensor_free(&cv);
+    free(k), free(v), free(q), free(o1), free(o2);
+}
+
 /* A tile whose start lies at or past the end of the payload (the tensor
  * was never validated) makes every compute operation fail with
  * MF_ERR_OFFSET_RANGE, whatever the code width and layout; restored, the
@@ -343,6 +388,11 @@ static void corrupt_case(uint32_t bits, mf_layout layout, uint32_t bad) {
         c->offsets[i] = bad ? bad : (uint32_t)c->payload_words;
         cr_assert_eq(mf_attend(MF_BACKEND_CPU, &ck, &cv, q, group, out, ws, ws_bytes),
                      MF_ERR_OFFSET_RANGE, "bits %u layout %d %s", bits, layout, which ? "V" : "K");
+        /* on the CPU the async call reports at once; nothing is left to wait for */
+        cr_assert_eq(mf_attend_async(MF_BACKEND_CPU, MF_KERNEL_REFERENCE, &ck, &cv, q, group, out,
+                                     ws, ws_bytes),
+                     MF_ERR_OFFSET_RANGE);
+        cr_assert_eq(mf_attend_wait(MF_BACKEND_CPU, ws, ws_bytes), MF_OK);
         if (which == 0)
             cr_assert_eq(mf_key_scores(MF_BACKEND_CPU, c, q, group, scores), MF_ERR_OFFSET_RANGE);
         else

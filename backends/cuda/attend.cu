@@ -274,16 +274,27 @@ mf_status mf__cu_attend_views(const mf_ctensor *k, const mf_ctensor *v, void *wo
 }
 
 mf_status mf__cu_attend_space(const mf_desc *k, uint32_t group, size_t tc, void *workspace,
-                              size_t workspace_bytes, char **rest) {
+                              size_t workspace_bytes, int wait, char **rest) {
     if (workspace_bytes < attend_need(k, group, tc))
         return MF_ERR_BUFFER_SMALL;
     *rest = (char *)workspace + FLAG_BYTES;
-    return mf__cu_flag_clear((unsigned *)workspace);
+    return wait ? mf__cu_flag_clear((unsigned *)workspace) : MF_OK;
+}
+
+mf_status mf__cu_attend_done(void *workspace, int wait) {
+    return wait ? mf__cu_flag_result((const unsigned *)workspace) : MF_OK;
+}
+
+extern "C" mf_status mf_cuda_attend_wait(void *workspace) {
+    mf_status st = mf__cu_flag_result((const unsigned *)workspace);
+    if (st != MF_ERR_DEVICE && mf__cu_flag_clear((unsigned *)workspace) != MF_OK)
+        st = MF_ERR_DEVICE;
+    return st;
 }
 
 extern "C" mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
                                     uint32_t group, float *out, void *workspace,
-                                    size_t workspace_bytes) {
+                                    size_t workspace_bytes, int wait) {
     const mf_desc *d = &k->desc;
     mf_status st;
     char *rest;
@@ -293,12 +304,12 @@ extern "C" mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, co
     size_t tc;
     if ((st = mf__cu_attend_views(k, v, workspace, &jb.k.c, &jb.v.c)) != MF_OK ||
         (st = mf__cu_tensor_bytes(d, group, &tc)) != MF_OK ||
-        (st = mf__cu_attend_space(d, group, tc, workspace, workspace_bytes, &rest)) != MF_OK)
+        (st = mf__cu_attend_space(d, group, tc, workspace, workspace_bytes, wait, &rest)) != MF_OK)
         return st;
     jb.states = (float *)rest;
     if ((st = run_job<MODE_ATTEND>(&jb, out)) != MF_OK)
         return st;
-    return mf__cu_flag_result((const unsigned *)workspace);
+    return mf__cu_attend_done(workspace, wait);
 }
 
 extern "C" mf_status mf_cuda_attend_dense(const uint16_t *k, const uint16_t *v, uint32_t rows,

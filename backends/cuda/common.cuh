@@ -147,8 +147,12 @@ mf_status mf__cu_attend_views(const mf_ctensor *k, const mf_ctensor *v, void *wo
                               mf_view *kv, mf_view *vv);
 /* Checks the workspace against mf_cuda_attend_workspace's size (tc: the
  * tensor-core kernel's part of it, from the caller's plan), clears the
- * flag and returns the rest of the workspace for the kernel. */
+ * flag for a waiting call (an async one leaves earlier errors in it) and
+ * returns the rest of the workspace for the kernel. */
 mf_status mf__cu_attend_space(const mf_desc *k, uint32_t group, size_t tc, void *workspace,
-                              size_t workspace_bytes, char **rest);
+                              size_t workspace_bytes, int wait, char **rest);
+/* A call's status once its kernels are queued: a waiting call's range
+ * errors (after waiting), or MF_OK for an async one. */
+mf_status mf__cu_attend_done(void *workspace, int wait);
 
 #endif

@@ -35,12 +35,17 @@ mf_status mf_cuda_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t gr
 mf_status mf_cuda_value_combine(const mf_ctensor *v, const float *p, uint32_t group,
                                 float *out);
 mf_status mf_cuda_attend_workspace(const mf_desc *k, uint32_t group, size_t *bytes);
+/* wait 0: mf_attend_async (return once queued, range errors left in the
+ * workspace's flag for mf_cuda_attend_wait). */
 mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
-                         uint32_t group, float *out, void *workspace, size_t workspace_bytes);
+                         uint32_t group, float *out, void *workspace, size_t workspace_bytes,
+                         int wait);
 /* The tensor-core attention (mf_attend_ex with MF_KERNEL_TENSOR). */
 mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
                                 uint32_t group, float *out, void *workspace,
-                                size_t workspace_bytes);
+                                size_t workspace_bytes, int wait);
+/* Waits for the queued work; the flag's range errors, then cleared. */
+mf_status mf_cuda_attend_wait(void *workspace);
 /* Device memory for backends/memory.c: cudaMalloc/cudaFree/cudaMemcpy. */
 mf_status mf_cuda_alloc(size_t bytes, void **ptr);
 mf_status mf_cuda_free(void *ptr);

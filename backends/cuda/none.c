@@ -57,8 +57,15 @@ mf_status mf_cuda_attend_workspace(const mf_desc *k, uint32_t group, size_t *byt
 }
 
 mf_status mf_cuda_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
-                         uint32_t group, float *out, void *workspace, size_t workspace_bytes) {
+                         uint32_t group, float *out, void *workspace, size_t workspace_bytes,
+                         int wait) {
     (void)k, (void)v, (void)q, (void)group, (void)out, (void)workspace, (void)workspace_bytes;
+    (void)wait;
+    return MF_ERR_NO_DEVICE;
+}
+
+mf_status mf_cuda_attend_wait(void *workspace) {
+    (void)workspace;
     return MF_ERR_NO_DEVICE;
 }
 
@@ -72,8 +79,9 @@ mf_status mf_cuda_attend_dense(const uint16_t *k, const uint16_t *v, uint32_t ro
 
 mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor *v, const uint16_t *q,
                                 uint32_t group, float *out, void *workspace,
-                                size_t workspace_bytes) {
+                                size_t workspace_bytes, int wait) {
     (void)k, (void)v, (void)q, (void)group, (void)out, (void)workspace, (void)workspace_bytes;
+    (void)wait;
     return MF_ERR_NO_DEVICE;
 }
 

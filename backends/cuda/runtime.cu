@@ -37,7 +37,16 @@ extern "C" mf_status mf_cuda_alloc(size_t bytes, void **ptr) {
         *ptr = NULL;
         return MF_ERR_NOMEM;
     }
-    return e == cudaSuccess ? MF_OK : MF_ERR_DEVICE;
+    if (e != cudaSuccess) {
+        *ptr = NULL;
+        return MF_ERR_DEVICE;
+    }
+    if (cudaMemset(*ptr, 0, bytes ? bytes : 1) != cudaSuccess) {
+        cudaFree(*ptr);
+        *ptr = NULL;
+        return MF_ERR_DEVICE;
+    }
+    return MF_OK;
 }
 
 extern "C" mf_status mf_cuda_free(void *ptr) {

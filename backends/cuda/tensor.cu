@@ -581,7 +581,7 @@ mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
 
 extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor *v,
                                            const uint16_t *q, uint32_t group, float *out,
-                                           void *workspace, size_t workspace_bytes) {
+                                           void *workspace, size_t workspace_bytes, int wait) {
     const mf_desc *d = &k->desc;
     mf_status st;
     char *rest;
@@ -590,7 +590,8 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
     uint32_t blocks;
     if ((st = mf__cu_attend_views(k, v, workspace, &a.k, &a.v)) != MF_OK ||
         (st = plan(d, group, &a, &sh)) != MF_OK ||
-        (st = mf__cu_attend_space(d, group, part_bytes(d, &a), workspace, workspace_bytes, &rest)) != MF_OK)
+        (st = mf__cu_attend_space(d, group, part_bytes(d, &a), workspace, workspace_bytes, wait,
+                                   &rest)) != MF_OK)
         return st;
     a.q = q;
     a.part = (float *)rest;
@@ -603,5 +604,5 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
     (d->dim == 64 ? tc_merge_kernel<64> : d->dim == 128 ? tc_merge_kernel<128> : tc_merge_kernel<256>)
         <<<d->rows * group, MERGE_THREADS>>>(a, out);
     MF_CU_LAUNCHED();
-    return mf__cu_flag_result((const unsigned *)workspace);
+    return mf__cu_attend_done(workspace, wait);
 }
