@@ -1,16 +1,15 @@
 #!/bin/sh
-# bench/gpu-dev.sh - one device session of attention-kernel work (issue 5):
-# the differential check (CASES cases, seed SEED), compute-sanitizer on a
-# few small cases, mustafar-diff's benchmark layer and (unless SWEEP=0) a
-# quick sweep (batch 1 and 8, T 4K and 32K, s 0.7, 2 bits) with PyTorch's
-# dense attention on the same shapes, for two builds timed in the same session:
-# "new" (this tree) and "old" (-DMF_TC_RD=0: 2-bit layers through
-# tc_kernel, as before tensor_rd.cu, or what bench/devbin.sh's OLD_FLAGS
-# chose); with NCU=1 also Nsight Compute's scheduler sections, pipe
-# utilizations and stall reasons for each build's rd_kernel. Each build's binaries come
-# from .devbin/<build>/ (bench/devbin.sh, run on the development machine
-# and carried, or here when they are missing). Logs go to $OUT (default
-# ./out).
+# bench/gpu-dev.sh - one device session of attention-kernel work (issue 5),
+# for every build in .devbin (bench/devbin.sh: "new", this tree, and its
+# VARIANTS), timed in the same session: the differential check (CASES
+# cases, seed SEED), compute-sanitizer on a few small cases (new only),
+# mustafar-diff's benchmark layer and (unless SWEEP=0; for the builds in
+# SWEEP_BUILDS, default new) a quick sweep (batch 1 and 8, T 4K and 32K,
+# s 0.7, 2 bits) with PyTorch's dense attention on the same shapes; with NCU=1 also Nsight Compute's scheduler
+# sections, pipe utilizations and stall reasons of rd_kernel for the builds
+# in NCU_BUILDS (default: all). Binaries come from .devbin/<build>/ (built
+# on the development machine and carried, or here when they are missing).
+# Logs go to $OUT (default ./out).
 set -u
 OUT=${OUT:-out}
 CASES=${CASES:-300}
@@ -21,25 +20,29 @@ export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$PWD/.devbin/lib"
 # the binaries, built here if none were carried (or they do not run here)
 .devbin/new/mustafar-diff --help 2>&1 | grep -q usage || bench/devbin.sh >"$OUT/build.log" 2>&1 ||
     { tail -20 "$OUT/build.log"; exit 1; }
-NEW=.devbin/new
-"$NEW/mustafar-diff" --cases "$CASES" --seed "$SEED" --jobs 8 >"$OUT/diff.log" 2>&1
-rc=$?
-grep -m 12 -A 3 "VIOLATION\|ERROR" "$OUT/diff.log"
-tail -14 "$OUT/diff.log"
-timeout 90 compute-sanitizer --tool memcheck --print-limit 5 "$NEW/mustafar-diff" \
+BUILDS=$(ls .devbin | grep -v '^lib$')
+bad=0
+for b in $BUILDS; do
+    echo "== check $b ($(cat .devbin/$b/flags))"
+    .devbin/$b/mustafar-diff --cases "$CASES" --seed "$SEED" --jobs 8 >"$OUT/diff-$b.log" 2>&1 || bad=1
+    grep -m 12 -A 3 "VIOLATION\|ERROR" "$OUT/diff-$b.log"
+    tail -3 "$OUT/diff-$b.log"
+done
+timeout 90 compute-sanitizer --tool memcheck --print-limit 5 .devbin/new/mustafar-diff \
     --cases 4 --seed 5 --max-tokens 2000 >"$OUT/memcheck.log" 2>&1
 tail -1 "$OUT/memcheck.log"
-[ $rc -ne 0 ] && exit $rc
-for b in new old; do
-    d=.devbin/$b
-    echo "== $b"
-    "$d/mustafar-diff" --bench 2>&1 | tee "$OUT/bench-$b.log"
-    [ "${SWEEP:-1}" = 1 ] &&
-        "$d/mustafar-gpu-sweep" --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
+[ $bad -ne 0 ] && exit 1
+for round in 1 2; do # alternating builds, twice
+    for b in $BUILDS; do
+        echo "== $b, round $round"
+        .devbin/$b/mustafar-diff --bench 2>&1 | tee -a "$OUT/bench-$b.log" | grep -i 'attend\|median'
+        [ "${SWEEP:-1}" = 1 ] && [ $round = 1 ] && echo " ${SWEEP_BUILDS:-new} " | grep -q " $b " &&
+            .devbin/$b/mustafar-gpu-sweep --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
+    done
 done
 [ "${SWEEP:-1}" = 1 ] && python3 bench/sdpa.py --batch 1 8 --tokens 4096 32768 | tee "$OUT/sdpa.csv"
 if [ "${NCU:-0}" = 1 ]; then # where each build's issue slots go: pipes, stall reasons per issue
-    for b in new old; do
+    for b in ${NCU_BUILDS:-$BUILDS}; do
         timeout 150 ncu --kernel-name regex:rd_kernel --launch-skip 2 --launch-count 1 \
             --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
             --section ComputeWorkloadAnalysis --section Occupancy \
