@@ -2,14 +2,15 @@
 # bench/gpu-dev.sh - one device session of attention-kernel work (issue 5),
 # for every build in .devbin (bench/devbin.sh: "new", this tree, and its
 # VARIANTS), timed in the same session: the differential check (CASES
-# cases, seed SEED), compute-sanitizer on a few small cases (new only),
-# mustafar-diff's benchmark layer and (unless SWEEP=0; for the builds in
-# SWEEP_BUILDS, default new) a quick sweep (batch 1 and 8, T 4K and 32K,
-# s 0.7, 2 bits) with PyTorch's dense attention on the same shapes; with NCU=1 also Nsight Compute's scheduler
-# sections, pipe utilizations and stall reasons of rd_kernel for the builds
-# in NCU_BUILDS (default: all). Binaries come from .devbin/<build>/ (built
-# on the development machine and carried, or here when they are missing).
-# Logs go to $OUT (default ./out).
+# cases, seed SEED, T up to MAX_TOKENS), compute-sanitizer on a few small
+# cases (new only), mustafar-diff's benchmark layer and (unless SWEEP=0;
+# for the builds in SWEEP_BUILDS, default new) a quick sweep (batch 1 and
+# 8, T 4K and 32K, s 0.7, 2 bits) with PyTorch's dense attention on the
+# same shapes; with NCU=1 also Nsight Compute's scheduler sections, pipe
+# utilizations and stall reasons of rd_kernel for the builds in NCU_BUILDS
+# (default: all). Binaries come from .devbin/<build>/ (built on the
+# development machine and carried, or here when they are missing). Logs go
+# to $OUT (default ./out).
 set -u
 OUT=${OUT:-out}
 CASES=${CASES:-300}
@@ -24,7 +25,8 @@ BUILDS=$(ls .devbin | grep -v '^lib$')
 bad=0
 for b in $BUILDS; do
     echo "== check $b ($(cat .devbin/$b/flags))"
-    .devbin/$b/mustafar-diff --cases "$CASES" --seed "$SEED" --jobs 8 >"$OUT/diff-$b.log" 2>&1 || bad=1
+    .devbin/$b/mustafar-diff --cases "$CASES" --seed "$SEED" --jobs 8 ${MAX_TOKENS:+--max-tokens $MAX_TOKENS} \
+        >"$OUT/diff-$b.log" 2>&1 || bad=1
     grep -m 12 -A 3 "VIOLATION\|ERROR" "$OUT/diff-$b.log"
     tail -3 "$OUT/diff-$b.log"
 done
