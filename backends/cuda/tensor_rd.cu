@@ -37,6 +37,14 @@
 #define RD_COPIES 32
 #endif
 #define RD_LUT (256 * RD_COPIES) /* mf_rd_lut per byte, RD_COPIES copies */
+#ifndef MF_RD_ROLL
+#define MF_RD_ROLL 0 /* experiment: channel-step loops not unrolled (a smaller hot loop) */
+#endif
+#if MF_RD_ROLL
+#define RD_STEPS _Pragma("unroll 1")
+#else
+#define RD_STEPS _Pragma("unroll")
+#endif
 
 __device__ static inline uint32_t movm(uint32_t x) {
     uint32_t y;
@@ -192,7 +200,7 @@ __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_
                                          const uint2 *rt, const uint2 *rp, const char *lut,
                                          const uint32_t (&qf)[D / 16][2], float (&s)[4][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
-#pragma unroll
+    RD_STEPS
     for (uint32_t ks = 0; ks < D / 16; ks++) {
         uint32_t x0[8], x1[8];
         if (WIN) {
@@ -217,10 +225,10 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
                                             const uint2 *rt, const uint2 *rp, const char *lut,
                                             const uint32_t (&pb)[4][2], float (&o)[D / 16][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
+    RD_STEPS
+    for (uint32_t ks = 0; ks < 4; ks++)
 #pragma unroll
-    for (uint32_t cb = 0; cb < D / 64; cb++)
-#pragma unroll
-        for (uint32_t ks = 0; ks < 4; ks++) {
+        for (uint32_t cb = 0; cb < D / 64; cb++) {
             const uint32_t t0 = 64 * cb + 16 * (g / 2) + 4 * ks + g % 2;
             uint32_t x0[8], x1[8];
             if (WIN) {
