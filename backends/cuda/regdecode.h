@@ -25,10 +25,6 @@
 
 #include "../../core/tile.h"
 
-#ifndef MF_RD_IMADHI
-#define MF_RD_IMADHI 1 /* experiment: the decode's 16-bit shifts as IMAD.HI */
-#endif
-
 /* prmt.b32 in its default mode: byte i of the result is byte n & 7 of
  * b:a (a the low word) for nibble n = sel >> 4i, or with n & 8 that
  * byte's sign bit replicated. */
@@ -47,19 +43,6 @@ MF_HD uint32_t mf_rd_prmt(uint32_t a, uint32_t b, uint32_t sel) {
         d |= byte << (8 * i);
     }
     return d;
-#endif
-}
-
-/* x >> 16. On the device a multiply-high by an immediate (IMAD.HI), which
- * runs on the FMA pipe: the decode's PRMT, LOP3 and shifts all queue on
- * the integer ALU pipe, its limit (bench/GPU-NOTES.md). */
-MF_HD uint32_t mf_rd_hi16(uint32_t x) {
-#if defined(__CUDA_ARCH__) && MF_RD_IMADHI
-    uint32_t d;
-    asm("mul.hi.u32 %0, %1, 65536;" : "=r"(d) : "r"(x));
-    return d;
-#else
-    return x >> 16;
 #endif
 }
 
@@ -141,13 +124,13 @@ MF_HD void mf_rd_byte(uint32_t w, uint32_t fix, uint32_t sel, uint32_t lo, uint3
     x = (x | x << 4) & 0x0f0f0f0fu;
     x = ((x | x << 2) & 0x33333333u) | fix; /* code n in nibble n */
     s0 = mf_rd_prmt(0x76543210u, 0xffffffffu, x);
-    s1 = mf_rd_prmt(0x76543210u, 0xffffffffu, mf_rd_hi16(x));
+    s1 = mf_rd_prmt(0x76543210u, 0xffffffffu, x >> 16);
     e0 = mf_rd_prmt(s0, s1, sel);
-    e1 = mf_rd_prmt(s0, s1, mf_rd_hi16(sel));
+    e1 = mf_rd_prmt(s0, s1, sel >> 16);
     out[0] = mf_rd_prmt(lo, hi, e0);
-    out[1] = mf_rd_prmt(lo, hi, mf_rd_hi16(e0));
+    out[1] = mf_rd_prmt(lo, hi, e0 >> 16);
     out[2] = mf_rd_prmt(lo, hi, e1);
-    out[3] = mf_rd_prmt(lo, hi, mf_rd_hi16(e1));
+    out[3] = mf_rd_prmt(lo, hi, e1 >> 16);
 }
 
 /* A part into out[0..7] from its w and b (mf_rd_parts), the selectors of

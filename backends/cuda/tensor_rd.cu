@@ -8,7 +8,8 @@
  *
  *  - prep: lane l takes tiles l, l + 32, ...: metadata and code words,
  *    the tile's table (mf_rd_table) and its four parts' inputs
- *    (mf_rd_parts) go to the warp's records in shared memory;
+ *    (mf_rd_parts) with their placement selectors go to the warp's
+ *    records in shared memory;
  *  - decode: lane (g, j) = (lane / 4, lane % 4) turns part j of a tile
  *    into eight registers. For keys the tile is channel 16 ks + g (+ 8),
  *    its part tokens 16 j .. 16 j + 15; for values the tile is token t
@@ -28,23 +29,10 @@
 #include "tensor.cuh"
 
 #define RD_WARPS 8
-#ifndef MF_RD_SELREC
-#define MF_RD_SELREC 1 /* experiment: placement selectors looked up in prep, kept in the records */
-#endif
-#if MF_RD_SELREC
+/* mf_rd_lut per byte, 16 copies: prep's lookups (lane l reads copy l % 16)
+ * conflict at most 2-way, and two blocks still fit an SM */
 #define RD_COPIES 16
-#else
-#define RD_COPIES 32
-#endif
-#define RD_LUT (256 * RD_COPIES) /* mf_rd_lut per byte, RD_COPIES copies */
-#ifndef MF_RD_ROLL
-#define MF_RD_ROLL 0 /* experiment: channel-step loops not unrolled (a smaller hot loop) */
-#endif
-#if MF_RD_ROLL
-#define RD_STEPS _Pragma("unroll 1")
-#else
-#define RD_STEPS _Pragma("unroll")
-#endif
+#define RD_LUT (256 * RD_COPIES)
 
 __device__ static inline uint32_t movm(uint32_t x) {
     uint32_t y;
@@ -58,22 +46,21 @@ __device__ static inline uint32_t rec_of(uint32_t jt) { return jt + 2 * (jt >> 4
 
 template <int D> struct rd_recs {
     static const uint32_t N = D + D / 8; /* records per tensor, spares included */
-#if MF_RD_SELREC
-    static const uint32_t P = N + 2; /* uint4 per part array: part arrays 8 banks apart */
-    static const uint32_t BYTES = 8 * N + 4 * 16 * P;
-#else
-    static const uint32_t BYTES = 5 * 8 * N;
-#endif
+    static const uint32_t P = N + 2;     /* records per part array: the four 8 banks apart */
+    static const uint32_t BYTES = 8 * N + 16 * 4 * P; /* a warp's tables and part records */
 };
 
-/* Tables and part inputs of every tile of chunk ch of row into the warp's
- * records: rt[rec] = table, rp[4 rec + j] = (w, b) of part j. A tile
- * whose words leave the payload reads as empty and fails the call. Lane l
- * takes tiles l, l + 32, ..., B at a time: their metadata loads, then
- * their code words, are all in flight before any is used. */
+/* Tables and part records of every tile of chunk ch of row into the warp's
+ * records: rt[rec] = table, rp[j P + rec] = part j's (w, b) (mf_rd_parts)
+ * and the placement selectors of its two bitmap bytes, looked up here in
+ * lut (this lane's copy of the table), so that a part's decode waits on
+ * one shared-memory round trip, not two. A tile whose words leave the
+ * payload reads as empty and fails the call. Lane l takes tiles l, l + 32,
+ * ..., B at a time: their metadata loads, then their code words, are all
+ * in flight before any is used. */
 template <int D>
-__device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *rt, uint2 *rp,
-                            const char *plut) {
+__device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *rt, uint4 *rp,
+                            const char *lut) {
     const uint32_t lane = threadIdx.x % 32, B = D / 32 < 4 ? D / 32 : 4;
     const uint64_t u = mf_cu_unit(c, row, ch);
     uint64_t run = c.layout == MF_LAYOUT_NATIVE ? c.offsets[u] : 0;
@@ -123,41 +110,25 @@ __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *
                 v[code] = dequant(code, s, z);
             mf_rd_parts(bm[i], p[i][0], p[i][1], p[i][2], p[i][3], mf_rd_table(v, &lo, &hi), w, b);
             rt[r] = make_uint2(lo, hi);
-#if MF_RD_SELREC
 #pragma unroll
-            for (uint32_t k = 0; k < 4; k++)
-                ((uint4 *)rp)[k * rd_recs<D>::P + r] =
-                    make_uint4(w[k], b[k], *(const uint32_t *)(plut + ((b[k] >> 1) & 0x3fc0u)),
-                               *(const uint32_t *)(plut + ((b[k] >> 10) & 0x3fc0u)));
-#else
-            (void)plut;
-            ((uint4 *)rp)[2 * r] = make_uint4(w[0], b[0], w[1], b[1]);
-            ((uint4 *)rp)[2 * r + 1] = make_uint4(w[2], b[2], w[3], b[3]);
-#endif
+            for (uint32_t k = 0; k < 4; k++) /* b0 at bits 7-14, b1 at 16-23; 64 bytes a row */
+                rp[k * rd_recs<D>::P + r] =
+                    make_uint4(w[k], b[k], *(const uint32_t *)(lut + ((b[k] >> 1) & 0x3fc0u)),
+                               *(const uint32_t *)(lut + ((b[k] >> 10) & 0x3fc0u)));
         }
     }
 }
 
-/* Part j of tile jt from the records, transposed (see the header). lut:
- * this lane's column of the placement table. */
+/* Part j of tile jt from the records, transposed (see the header). */
 template <int D>
-__device__ static inline void part(const uint2 *rt, const uint2 *rp, const char *lut, uint32_t jt,
-                                   uint32_t j, uint32_t x[8]) {
+__device__ static inline void part(const uint2 *rt, const uint4 *rp, uint32_t jt, uint32_t j,
+                                   uint32_t x[8]) {
     const uint32_t r = rec_of(jt);
-#if MF_RD_SELREC
     const uint2 tb = rt[r];
-    const uint4 q = ((const uint4 *)rp)[j * rd_recs<D>::P + r];
-    const uint2 wb = make_uint2(q.x, q.y);
-    (void)lut;
+    const uint4 q = rp[j * rd_recs<D>::P + r];
     mf_rd_part(q.x, q.y, q.z, q.w, tb.x, tb.y, x);
-#else
-    const uint2 tb = rt[r], wb = rp[4 * r + j];
-    const uint32_t sel0 = *(const uint32_t *)(lut + (wb.y & 0x7f80u));
-    const uint32_t sel1 = *(const uint32_t *)(lut + ((wb.y >> 9) & 0x7f80u));
-    mf_rd_part(wb.x, wb.y, sel0, sel1, tb.x, tb.y, x);
-#endif
-    if (__any_sync(0xffffffffu, wb.y >> 31)) { /* a negated table: flip back */
-        const uint32_t f = (wb.y >> 31) * 0x80008000u;
+    if (__any_sync(0xffffffffu, q.y >> 31)) { /* a negated table: flip back */
+        const uint32_t f = (q.y >> 31) * 0x80008000u;
 #pragma unroll
         for (uint32_t k = 0; k < 8; k++)
             x[k] ^= f;
@@ -197,18 +168,18 @@ __device__ static void window_part(const mf_view &c, uint32_t row, uint32_t n, m
  * window of n tokens). */
 template <int D, bool WIN>
 __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_t n,
-                                         const uint2 *rt, const uint2 *rp, const char *lut,
+                                         const uint2 *rt, const uint4 *rp,
                                          const uint32_t (&qf)[D / 16][2], float (&s)[4][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
-    RD_STEPS
+#pragma unroll
     for (uint32_t ks = 0; ks < D / 16; ks++) {
         uint32_t x0[8], x1[8];
         if (WIN) {
             window_part<D>(c, row, n, MF_KEY, 16 * ks + g, j, x0);
             window_part<D>(c, row, n, MF_KEY, 16 * ks + 8 + g, j, x1);
         } else {
-            part<D>(rt, rp, lut, 16 * ks + g, j, x0);
-            part<D>(rt, rp, lut, 16 * ks + 8 + g, j, x1);
+            part<D>(rt, rp, 16 * ks + g, j, x0);
+            part<D>(rt, rp, 16 * ks + 8 + g, j, x1);
         }
 #pragma unroll
         for (uint32_t mt = 0; mt < 4; mt++) {
@@ -222,10 +193,10 @@ __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_
  * t0 = 16 (g/2) + 4 ks + g%2 and t0 + 2. */
 template <int D, bool WIN>
 __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint32_t n,
-                                            const uint2 *rt, const uint2 *rp, const char *lut,
+                                            const uint2 *rt, const uint4 *rp,
                                             const uint32_t (&pb)[4][2], float (&o)[D / 16][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
-    RD_STEPS
+#pragma unroll
     for (uint32_t ks = 0; ks < 4; ks++)
 #pragma unroll
         for (uint32_t cb = 0; cb < D / 64; cb++) {
@@ -235,8 +206,8 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
                 window_part<D>(c, row, n, MF_VALUE, t0, j, x0);
                 window_part<D>(c, row, n, MF_VALUE, t0 + 2, j, x1);
             } else {
-                part<D>(rt, rp, lut, t0, j, x0);
-                part<D>(rt, rp, lut, t0 + 2, j, x1);
+                part<D>(rt, rp, t0, j, x0);
+                part<D>(rt, rp, t0 + 2, j, x1);
             }
 #pragma unroll
             for (uint32_t mm = 0; mm < 4; mm++) {
@@ -251,7 +222,8 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
     extern __shared__ uint4 smem4[];
     uint32_t *lut = (uint32_t *)smem4;
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, j = lane % 4;
-    uint2 *rt = (uint2 *)((char *)(lut + RD_LUT) + warp * rd_recs<D>::BYTES), *rp = rt + rd_recs<D>::N;
+    uint2 *rt = (uint2 *)((char *)(lut + RD_LUT) + warp * rd_recs<D>::BYTES);
+    uint4 *rp = (uint4 *)(rt + rd_recs<D>::N);
     const char *lutc = (const char *)lut + 4 * (lane % RD_COPIES);
     const uint32_t split = blockIdx.x % a.splits, tile = blockIdx.x / a.splits % a.tiles;
     const uint32_t row = blockIdx.x / (a.splits * a.tiles), worker = split * RD_WARPS + warp;
@@ -288,9 +260,9 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
         for (uint32_t mt = 0; mt < 4; mt++)
             s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.0f;
         if (n == MF_TILE)
-            key_scores<D, false>(a.k, row, n, rt, rp, lutc, qf, s);
+            key_scores<D, false>(a.k, row, n, rt, rp, qf, s);
         else
-            key_scores<D, true>(a.k, row, n, rt, rp, lutc, qf, s);
+            key_scores<D, true>(a.k, row, n, rt, rp, qf, s);
         __syncwarp();
         if (n == MF_TILE) /* V's records, while the softmax runs */
             prep<D>(a.v, row, ch, rt, rp, lutc);
@@ -328,9 +300,9 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
                 o[mt][r] = MF_MUL(o[mt][r], alpha[r % 2]);
         __syncwarp();
         if (n == MF_TILE)
-            value_combine<D, false>(a.v, row, n, rt, rp, lutc, pb, o);
+            value_combine<D, false>(a.v, row, n, rt, rp, pb, o);
         else
-            value_combine<D, true>(a.v, row, n, rt, rp, lutc, pb, o);
+            value_combine<D, true>(a.v, row, n, rt, rp, pb, o);
         __syncwarp();
     }
     part_out = a.part + (((size_t)row * a.tiles + tile) * a.workers + worker) * HEADS * (D + 2);
