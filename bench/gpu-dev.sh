@@ -9,37 +9,42 @@
 # same shapes; with NCU=1 also Nsight Compute's scheduler sections, pipe
 # utilizations and stall reasons of rd_kernel for the builds in NCU_BUILDS
 # (default: all). Binaries come from .devbin/<build>/ (built on the
-# development machine and carried, or here when they are missing). Logs go
-# to $OUT (default ./out).
+# development machine and carried, or here when they are missing). Output
+# in $OUT (default ./out), few files (the device tool returns at most 8):
+# run.log (every check and timing), sweep.csv, sdpa.csv, ncu-<build>.txt.
 set -u
 OUT=${OUT:-out}
 CASES=${CASES:-300}
 SEED=${SEED:-71}
 mkdir -p "$OUT"
-nvidia-smi -L | tee "$OUT/gpu.txt"
+LOG=$OUT/run.log
+nvidia-smi -L | tee "$LOG"
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$PWD/.devbin/lib"
 # the binaries, built here if none were carried (or they do not run here)
-.devbin/new/mustafar-diff --help 2>&1 | grep -q usage || bench/devbin.sh >"$OUT/build.log" 2>&1 ||
-    { tail -20 "$OUT/build.log"; exit 1; }
+.devbin/new/mustafar-diff --help 2>&1 | grep -q usage || bench/devbin.sh >>"$LOG" 2>&1 ||
+    { tail -20 "$LOG"; exit 1; }
 BUILDS=$(ls .devbin | grep -v '^lib$')
 bad=0
 for b in $BUILDS; do
-    echo "== check $b ($(cat .devbin/$b/flags))"
+    echo "== check $b ($(cat .devbin/$b/flags))" | tee -a "$LOG"
     .devbin/$b/mustafar-diff --cases "$CASES" --seed "$SEED" --jobs 8 ${MAX_TOKENS:+--max-tokens $MAX_TOKENS} \
-        >"$OUT/diff-$b.log" 2>&1 || bad=1
-    grep -m 12 -A 3 "VIOLATION\|ERROR" "$OUT/diff-$b.log"
-    tail -3 "$OUT/diff-$b.log"
+        >"$OUT/diff.tmp" 2>&1 || bad=1
+    cat "$OUT/diff.tmp" >>"$LOG"
+    grep -m 12 -A 3 "VIOLATION\|ERROR" "$OUT/diff.tmp"
+    tail -3 "$OUT/diff.tmp"
 done
+rm -f "$OUT/diff.tmp"
+echo "== memcheck" >>"$LOG"
 timeout 90 compute-sanitizer --tool memcheck --print-limit 5 .devbin/new/mustafar-diff \
-    --cases 4 --seed 5 --max-tokens 2000 >"$OUT/memcheck.log" 2>&1
-tail -1 "$OUT/memcheck.log"
+    --cases 4 --seed 5 --max-tokens 2000 2>&1 | tail -20 | tee -a "$LOG" | tail -1
 [ $bad -ne 0 ] && exit 1
 for round in 1 2; do # alternating builds, twice
     for b in $BUILDS; do
-        echo "== $b, round $round"
-        .devbin/$b/mustafar-diff --bench 2>&1 | tee -a "$OUT/bench-$b.log" | grep -i 'attend\|median'
+        echo "== $b, round $round" | tee -a "$LOG"
+        .devbin/$b/mustafar-diff --bench 2>&1 | tee -a "$LOG" | grep -i 'async\|median'
         [ "${SWEEP:-1}" = 1 ] && [ $round = 1 ] && echo " ${SWEEP_BUILDS:-new} " | grep -q " $b " &&
-            .devbin/$b/mustafar-gpu-sweep --batch 1 8 --tokens 4096 32768 --quick | tee "$OUT/sweep-$b.csv"
+            { echo "# build $b"; .devbin/$b/mustafar-gpu-sweep --batch 1 8 --tokens 4096 32768 --quick; } |
+            tee -a "$OUT/sweep.csv"
     done
 done
 [ "${SWEEP:-1}" = 1 ] && python3 bench/sdpa.py --batch 1 8 --tokens 4096 32768 | tee "$OUT/sdpa.csv"
