@@ -106,24 +106,36 @@ MF_HD uint16_t mf_key_h(int32_t k) { return k < 0 ? (uint16_t)(0x8000u | (uint32
  * each final sum, so skipping zero terms never changes a result's bits. */
 MF_HD float mf_canon(float x) { return MF_ADD(x, 0.0f); }
 
+/* mf_exp's constants, named once for its vector twins in backends/cpu:
+ * log2(e), ln 2 split high/low (Cody-Waite), Taylor coefficients 1/n!
+ * rounded to fp32 (the last two steps use 1.0f). */
+#define MF_EXP_LOG2E 1.44269502163e+00f
+#define MF_EXP_LN2_HI 6.93359375e-01f
+#define MF_EXP_LN2_LO -2.12194440e-04f
+#define MF_EXP_C6 1.38888889e-03f
+#define MF_EXP_C5 8.33333377e-03f
+#define MF_EXP_C4 4.16666679e-02f
+#define MF_EXP_C3 1.66666672e-01f
+#define MF_EXP_C2 5.00000000e-01f
+
 /* exp(x) in fp32: Cody-Waite reduction by ln 2, degree-6 Taylor polynomial
  * in Horner form with fused steps, scaled by 2^k. Results below 2^-126
  * flush to +0, above 2^127 give +inf. exp(0) is exactly 1. */
 MF_HD float mf_exp(float x) {
     /* Written without early returns so compilers can vectorize it; the
      * selects at the end give the special cases. */
-    float kf = floorf(MF_ADD(MF_MUL(x, 1.44269502163e+00f), 0.5f));
+    float kf = floorf(MF_ADD(MF_MUL(x, MF_EXP_LOG2E), 0.5f));
     float kc = kf < -126.0f ? -126.0f : (kf > 127.0f ? 127.0f : kf);
     float r, p, y;
     if (kc != kc) /* NaN input */
         kc = 0.0f;
-    r = MF_FMA(-kc, 6.93359375e-01f, x);
-    r = MF_FMA(-kc, -2.12194440e-04f, r);
-    p = 1.38888889e-03f;
-    p = MF_FMA(p, r, 8.33333377e-03f);
-    p = MF_FMA(p, r, 4.16666679e-02f);
-    p = MF_FMA(p, r, 1.66666672e-01f);
-    p = MF_FMA(p, r, 5.00000000e-01f);
+    r = MF_FMA(-kc, MF_EXP_LN2_HI, x);
+    r = MF_FMA(-kc, MF_EXP_LN2_LO, r);
+    p = MF_EXP_C6;
+    p = MF_FMA(p, r, MF_EXP_C5);
+    p = MF_FMA(p, r, MF_EXP_C4);
+    p = MF_FMA(p, r, MF_EXP_C3);
+    p = MF_FMA(p, r, MF_EXP_C2);
     p = MF_FMA(p, r, 1.0f);
     p = MF_FMA(p, r, 1.0f);
     y = MF_MUL(p, mf_bits_f32((uint32_t)((int32_t)kc + 127) << 23));

@@ -597,16 +597,16 @@ static uint32_t chunk_scores(const source *k, uint32_t row, uint64_t ch, const f
 static __m256 exp8(__m256 x) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 kf = _mm256_floor_ps(
-        _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269502163e+00f)), _mm256_set1_ps(0.5f)));
+        _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(MF_EXP_LOG2E)), _mm256_set1_ps(0.5f)));
     __m256 kc = _mm256_min_ps(_mm256_max_ps(kf, _mm256_set1_ps(-126.0f)), _mm256_set1_ps(127.0f));
     __m256 nk = _mm256_xor_ps(kc, sign);
-    __m256 r = _mm256_fmadd_ps(nk, _mm256_set1_ps(6.93359375e-01f), x);
-    __m256 p = _mm256_set1_ps(1.38888889e-03f), y;
-    r = _mm256_fmadd_ps(nk, _mm256_set1_ps(-2.12194440e-04f), r);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.33333377e-03f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.16666679e-02f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.66666672e-01f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.00000000e-01f));
+    __m256 r = _mm256_fmadd_ps(nk, _mm256_set1_ps(MF_EXP_LN2_HI), x);
+    __m256 p = _mm256_set1_ps(MF_EXP_C6), y;
+    r = _mm256_fmadd_ps(nk, _mm256_set1_ps(MF_EXP_LN2_LO), r);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MF_EXP_C5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MF_EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MF_EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MF_EXP_C2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     y = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
@@ -622,18 +622,18 @@ static __m256 exp8(__m256 x) {
 /* exp8 16 lanes wide: the same operations in the same order. */
 static __m512 exp16(__m512 x) {
     __m512 kf = _mm512_roundscale_ps(
-        _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269502163e+00f)), _mm512_set1_ps(0.5f)),
+        _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(MF_EXP_LOG2E)), _mm512_set1_ps(0.5f)),
         _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     __m512 kc = _mm512_min_ps(_mm512_max_ps(kf, _mm512_set1_ps(-126.0f)), _mm512_set1_ps(127.0f));
     __m512 nk = _mm512_castsi512_ps(
         _mm512_xor_si512(_mm512_castps_si512(kc), _mm512_castps_si512(_mm512_set1_ps(-0.0f))));
-    __m512 r = _mm512_fmadd_ps(nk, _mm512_set1_ps(6.93359375e-01f), x);
-    __m512 p = _mm512_set1_ps(1.38888889e-03f), y;
-    r = _mm512_fmadd_ps(nk, _mm512_set1_ps(-2.12194440e-04f), r);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.33333377e-03f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.16666679e-02f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.66666672e-01f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.00000000e-01f));
+    __m512 r = _mm512_fmadd_ps(nk, _mm512_set1_ps(MF_EXP_LN2_HI), x);
+    __m512 p = _mm512_set1_ps(MF_EXP_C6), y;
+    r = _mm512_fmadd_ps(nk, _mm512_set1_ps(MF_EXP_LN2_LO), r);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MF_EXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MF_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MF_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MF_EXP_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     y = _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(
