@@ -518,7 +518,7 @@ static int uses_rd(const mf_desc *d) { return MF_TC_RD && d->bits == 2; }
 static tc_shape shape_of(const mf_desc *d, int coop) {
     tc_shape sh;
     if (uses_rd(d))
-        return mf__rd_shape(d->dim);
+        return mf__rd_shape(d->dim, coop);
     sh.fn = (const void *)tc_kernel_of(d, coop);
     sh.threads = WARPS * 32;
     sh.workers = coop ? 1 : WARPS;
@@ -526,30 +526,45 @@ static tc_shape shape_of(const mf_desc *d, int coop) {
     return sh;
 }
 
+/* Blocks of shape sh that fit one SM. */
+static mf_status blocks_per_sm(const tc_shape *sh, int *occ) {
+    MF_CU(cudaFuncSetAttribute(sh->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sh->smem));
+    MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, sh->fn, (int)sh->threads, sh->smem));
+    return *occ < 1 ? MF_ERR_UNSUPPORTED : MF_OK;
+}
+
+#ifndef MF_COOP_WAVES
+#define MF_COOP_WAVES 1 /* coop for layers of at most this many waves of coop blocks' chunks */
+#endif
+
 /* Work split: enough workers for one full wave of blocks; each takes
  * per_worker consecutive chunks. The workers are warps, or for a layer with
- * no more chunks than one wave has blocks (D >= 128, tc_kernel), blocks
- * whose warps share each chunk: there a chunk's latency is the call's
- * (measured: 10-15% faster for batch 1 at T 1K-4K; from two chunks per
- * block on, slower). */
+ * no more chunks than one wave has coop blocks (D >= 128; rd_kernel:
+ * reference layout), blocks whose warps share each chunk: there a chunk's
+ * latency is the call's (measured for tc_kernel: 10-15% faster for batch
+ * 1 at T 1K-4K; from two chunks per block on, slower). */
 static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a, tc_shape *shape) {
-    int sms = 0, occ = 0;
+    int sms = 0, occ = 0, occ_coop = 0;
     uint64_t units, want, per;
-    tc_shape sh;
+    tc_shape sh = shape_of(k, 0), sh_coop;
+    mf_status st;
     MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     a->group = group;
     a->tiles = (group + HEADS - 1) / HEADS;
     a->chunks = (k->tokens + MF_TILE - 1) / MF_TILE;
     units = (uint64_t)k->rows * a->tiles;
-    for (a->coop = 0;; a->coop = 1) {
-        sh = shape_of(k, a->coop);
-        MF_CU(cudaFuncSetAttribute(sh.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sh.smem));
-        MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, sh.fn, (int)sh.threads, sh.smem));
-        if (occ < 1)
-            return MF_ERR_UNSUPPORTED;
-        if (a->coop || uses_rd(k) || k->dim < 128 ||
-            units * a->chunks > (uint64_t)sms * (uint64_t)occ)
-            break;
+    a->coop = 0;
+    if ((st = blocks_per_sm(&sh, &occ)) != MF_OK)
+        return st;
+    if (k->dim >= 128 && (!uses_rd(k) || k->layout == MF_LAYOUT_REFERENCE)) {
+        sh_coop = shape_of(k, 1);
+        if ((st = blocks_per_sm(&sh_coop, &occ_coop)) != MF_OK)
+            return st;
+        if (units * a->chunks <= (uint64_t)MF_COOP_WAVES * sms * occ_coop) {
+            a->coop = 1;
+            sh = sh_coop;
+            occ = occ_coop;
+        }
     }
     per = sh.workers; /* workers per block */
     want = (uint64_t)sms * (uint64_t)occ / units;

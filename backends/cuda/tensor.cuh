@@ -60,7 +60,7 @@ struct tc_args {
     float *part; /* [rows][head tiles][workers][HEADS][D + 2]: m, l, o */
     uint32_t group, tiles, splits, per_worker, workers; /* workers per (row, tile) */
     uint64_t chunks;
-    int coop; /* the block shares each chunk (tc_kernel's COOP) */
+    int coop; /* the block shares each chunk (COOP kernels) */
 };
 
 /* A kernel as the work split sees it: its function, threads and workers
@@ -73,8 +73,9 @@ struct tc_shape {
 };
 
 /* The register-decode kernel (tensor_rd.cu, 2-bit tensors): its shape for
- * head dim `dim`, and the launch of that shape over `blocks` blocks. */
-tc_shape mf__rd_shape(uint32_t dim);
+ * head dim `dim`, its block sharing chunks (coop, dim >= 128, reference
+ * layout) or not, and the launch of that shape over `blocks` blocks. */
+tc_shape mf__rd_shape(uint32_t dim, int coop);
 void mf__rd_launch(const tc_args &a, const tc_shape &sh, uint32_t blocks);
 
 #endif

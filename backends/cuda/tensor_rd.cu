@@ -4,9 +4,12 @@
  *
  * Each warp walks its own range of 64-token chunks of one KV row for 8
  * query heads (the mma's N), as tensor.cu's tc_kernel, and writes the same
- * partial states for its merge kernel. Per chunk and tensor:
+ * partial states for its merge kernel; in small layers (COOP) a block's
+ * four warps share each chunk instead (rd_share, rd_kernel). Per chunk
+ * and tensor:
  *
- *  - prep: lane l takes tiles l, l + 32, ...: metadata and code words,
+ *  - prep: lane l takes tiles l, l + 32, ... of the warp's share:
+ *    metadata and code words,
  *    the tile's table (mf_rd_table) and its four parts' inputs
  *    (mf_rd_parts) with their placement selectors go to the warp's
  *    records in shared memory;
@@ -24,15 +27,18 @@
  * 8-15); P^T comes from S^T's accumulators by one movmatrix per 8 x 8, in
  * the same token order, so the products pair up. Scores still sum D/16
  * mma in channel order and each chunk adds 4 mma per value tile of the
- * output: backends/cuda/BOUND.md holds unchanged. */
+ * output (COOP: split as BOUND.md says): backends/cuda/BOUND.md holds. */
 #include "regdecode.h"
 #include "tensor.cuh"
 
-#define RD_WARPS 8
-/* mf_rd_lut per byte, 16 copies: prep's lookups (lane l reads copy l % 16)
- * conflict at most 2-way, and two blocks still fit an SM */
-#define RD_COPIES 16
-#define RD_LUT (256 * RD_COPIES)
+/* Warps per block: each its own worker, or in COOP blocks (small layers,
+ * reference layout, D >= 128) four warps sharing each chunk. */
+#define RD_WARPS(COOP) ((COOP) ? 4 : 8)
+/* mf_rd_lut per byte, COPIES(COOP) copies: with 16, prep's lookups (lane l
+ * reads copy l % 16) conflict at most 2-way and two blocks still fit an
+ * SM; COOP blocks prep a quarter of the tiles, and 4 copies let four
+ * blocks fit. */
+#define RD_COPIES(COOP) ((COOP) ? 4 : 16)
 
 __device__ static inline uint32_t movm(uint32_t x) {
     uint32_t y;
@@ -50,72 +56,124 @@ template <int D> struct rd_recs {
     static const uint32_t BYTES = 8 * N + 16 * 4 * P; /* a warp's tables and part records */
 };
 
-/* Tables and part records of every tile of chunk ch of row into the warp's
- * records: rt[rec] = table, rp[j P + rec] = part j's (w, b) (mf_rd_parts)
- * and the placement selectors of its two bitmap bytes, looked up here in
- * lut (this lane's copy of the table), so that a part's decode waits on
- * one shared-memory round trip, not two. A tile whose words leave the
- * payload reads as empty and fails the call. Lane l takes tiles l, l + 32,
- * ..., B at a time: their metadata loads, then their code words, are all
- * in flight before any is used. */
-template <int D>
+/* A warp's share of a chunk's tiles: TILES per lane, lane l's i-th being
+ * tile own_tile(kind, warp, 32 i + l). A worker warp takes every tile; in
+ * a COOP block warp w takes the key tiles (channels) of its channel steps
+ * ks in [w D/64, (w + 1) D/64) and the value tiles (tokens) of its token
+ * step ks = w: tokens 16 a + 4 w + b (a, b < 4) of every channel block. */
+template <int D, bool COOP> struct rd_share {
+    static const uint32_t TILES = COOP ? D / 128 : D / 32, B = TILES < 4 ? TILES : 4;
+    static const uint32_t KS = COOP ? D / 64 : D / 16; /* channel steps */
+    static const uint32_t VS = COOP ? 1 : 4;           /* token steps */
+};
+
+template <int D, bool COOP>
+__device__ static inline uint32_t own_tile(mf_kind kind, uint32_t warp, uint32_t i) {
+    if (!COOP)
+        return i;
+    if (kind == MF_KEY)
+        return warp * (D / 4) + i;
+    return 64 * (i / 16) + 16 * (i / 4 % 4) + 4 * warp + i % 4;
+}
+
+/* Inputs of B tiles of a warp's share, loaded in two rounds so that a
+ * caller can keep both tensors' loads in flight together: meta (bitmaps,
+ * scales and zeros, starts), then words (the code words they point to). */
+template <int D, bool COOP> struct rd_in {
+    static const uint32_t B = rd_share<D, COOP>::B;
+    uint64_t bm[B], start[B], run; /* run: native layout, the next tile's start */
+    uint32_t sz[B], p[B][4], jt[B];
+};
+
+template <int D, bool COOP>
+__device__ static inline void meta(const mf_view &c, uint32_t row, uint64_t ch, uint32_t i0,
+                                   rd_in<D, COOP> &in) {
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint64_t u = mf_cu_unit(c, row, ch);
+    if (i0 == 0)
+        in.run = c.layout == MF_LAYOUT_NATIVE ? c.offsets[u] : 0;
+#pragma unroll
+    for (uint32_t i = 0; i < rd_in<D, COOP>::B; i++) {
+        in.jt[i] = own_tile<D, COOP>(c.kind, warp, 32 * (i0 + i) + lane);
+        const uint64_t t = u * D + in.jt[i];
+        in.bm[i] = c.bitmaps[t];
+        in.sz[i] = c.scales[t] | (uint32_t)c.zeros[t] << 16;
+        in.start[i] = c.layout == MF_LAYOUT_REFERENCE ? c.offsets[t] : 0;
+    }
+}
+
+/* A tile whose words leave the payload reads as empty and fails the call.
+ * Native tiles start after the unit's earlier tiles: a scan over the
+ * lanes, which only a warp holding every tile can do (COOP blocks take
+ * reference tensors only). */
+template <int D, bool COOP> __device__ static inline void words(const mf_view &c, rd_in<D, COOP> &in) {
+    const uint32_t lane = threadIdx.x % 32;
+#pragma unroll
+    for (uint32_t i = 0; i < rd_in<D, COOP>::B; i++) {
+        const uint32_t n = mf_tile_words((uint32_t)__popcll(in.bm[i]), 2);
+        if (!COOP && c.layout == MF_LAYOUT_NATIVE) {
+            uint32_t incl = n, d;
+            for (d = 1; d < 32; d <<= 1) {
+                uint32_t x = __shfl_up_sync(0xffffffffu, incl, d);
+                if (lane >= d)
+                    incl += x;
+            }
+            in.start[i] = in.run + incl - n;
+            in.run += __shfl_sync(0xffffffffu, incl, 31);
+        }
+        in.p[i][0] = in.p[i][1] = in.p[i][2] = in.p[i][3] = 0u;
+        if (!mf_cu_in_payload(c, in.start[i], n)) {
+            in.bm[i] = 0;
+            continue;
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < 4; k++)
+            if (k < n)
+                in.p[i][k] = c.payload[in.start[i] + k];
+    }
+}
+
+/* Tables and part records of the loaded tiles into the warp's records:
+ * rt[rec] = table, rp[j P + rec] = part j's (w, b) (mf_rd_parts) and the
+ * placement selectors of its two bitmap bytes, looked up here in lut
+ * (this lane's copy of the table), so that a part's decode waits on one
+ * shared-memory round trip, not two. */
+template <int D, bool COOP>
+__device__ static inline void store(const rd_in<D, COOP> &in, uint2 *rt, uint4 *rp, const char *lut) {
+    const uint32_t L = COOP ? 4 : 6; /* log2 of a lut row's bytes (4 RD_COPIES) */
+#pragma unroll
+    for (uint32_t i = 0; i < rd_in<D, COOP>::B; i++) {
+        const uint32_t r = rec_of(in.jt[i]);
+        const float s = __half2float(__ushort_as_half((uint16_t)in.sz[i]));
+        const float z = __half2float(__ushort_as_half((uint16_t)(in.sz[i] >> 16)));
+        uint32_t lo, hi, w[4], b[4];
+        uint16_t v[4];
+#pragma unroll
+        for (uint32_t code = 0; code < 4; code++)
+            v[code] = dequant(code, s, z);
+        mf_rd_parts(in.bm[i], in.p[i][0], in.p[i][1], in.p[i][2], in.p[i][3], mf_rd_table(v, &lo, &hi),
+                    w, b);
+        rt[r] = make_uint2(lo, hi);
+#pragma unroll
+        for (uint32_t k = 0; k < 4; k++) /* b0 at bits 7-14, b1 at 16-23 */
+            rp[k * rd_recs<D>::P + r] =
+                make_uint4(w[k], b[k], *(const uint32_t *)(lut + ((b[k] >> (7 - L)) & (0xffu << L))),
+                           *(const uint32_t *)(lut + ((b[k] >> (16 - L)) & (0xffu << L))));
+    }
+}
+
+/* The records of the warp's share of chunk ch of row, B tiles at a time:
+ * their metadata loads, then their code words, all in flight before any
+ * is used. */
+template <int D, bool COOP>
 __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *rt, uint4 *rp,
                             const char *lut) {
-    const uint32_t lane = threadIdx.x % 32, B = D / 32 < 4 ? D / 32 : 4;
-    const uint64_t u = mf_cu_unit(c, row, ch);
-    uint64_t run = c.layout == MF_LAYOUT_NATIVE ? c.offsets[u] : 0;
+    rd_in<D, COOP> in;
 #pragma unroll
-    for (uint32_t i0 = 0; i0 < D / 32; i0 += B) {
-        uint64_t bm[B], start[B];
-        uint32_t sz[B], p[B][4];
-#pragma unroll
-        for (uint32_t i = 0; i < B; i++) {
-            const uint64_t t = u * D + 32 * (i0 + i) + lane;
-            bm[i] = c.bitmaps[t];
-            sz[i] = c.scales[t] | (uint32_t)c.zeros[t] << 16;
-            start[i] = c.layout == MF_LAYOUT_REFERENCE ? c.offsets[t] : 0;
-        }
-#pragma unroll
-        for (uint32_t i = 0; i < B; i++) {
-            const uint32_t words = mf_tile_words((uint32_t)__popcll(bm[i]), 2);
-            if (c.layout == MF_LAYOUT_NATIVE) { /* the unit's start plus the tiles before */
-                uint32_t incl = words, d;
-                for (d = 1; d < 32; d <<= 1) {
-                    uint32_t x = __shfl_up_sync(0xffffffffu, incl, d);
-                    if (lane >= d)
-                        incl += x;
-                }
-                start[i] = run + incl - words;
-                run += __shfl_sync(0xffffffffu, incl, 31);
-            }
-            p[i][0] = p[i][1] = p[i][2] = p[i][3] = 0u;
-            if (!mf_cu_in_payload(c, start[i], words)) {
-                bm[i] = 0;
-                continue;
-            }
-#pragma unroll
-            for (uint32_t k = 0; k < 4; k++)
-                if (k < words)
-                    p[i][k] = c.payload[start[i] + k];
-        }
-#pragma unroll
-        for (uint32_t i = 0; i < B; i++) {
-            const uint32_t r = rec_of(32 * (i0 + i) + lane);
-            const float s = __half2float(__ushort_as_half((uint16_t)sz[i]));
-            const float z = __half2float(__ushort_as_half((uint16_t)(sz[i] >> 16)));
-            uint32_t lo, hi, w[4], b[4];
-            uint16_t v[4];
-#pragma unroll
-            for (uint32_t code = 0; code < 4; code++)
-                v[code] = dequant(code, s, z);
-            mf_rd_parts(bm[i], p[i][0], p[i][1], p[i][2], p[i][3], mf_rd_table(v, &lo, &hi), w, b);
-            rt[r] = make_uint2(lo, hi);
-#pragma unroll
-            for (uint32_t k = 0; k < 4; k++) /* b0 at bits 7-14, b1 at 16-23; 64 bytes a row */
-                rp[k * rd_recs<D>::P + r] =
-                    make_uint4(w[k], b[k], *(const uint32_t *)(lut + ((b[k] >> 1) & 0x3fc0u)),
-                               *(const uint32_t *)(lut + ((b[k] >> 10) & 0x3fc0u)));
-        }
+    for (uint32_t i0 = 0; i0 < rd_share<D, COOP>::TILES; i0 += rd_in<D, COOP>::B) {
+        meta<D, COOP>(c, row, ch, i0, in);
+        words<D, COOP>(c, in);
+        store<D, COOP>(in, rt, rp, lut);
     }
 }
 
@@ -164,15 +222,16 @@ __device__ static void window_part(const mf_view &c, uint32_t row, uint32_t n, m
     }
 }
 
-/* S^T += K Q^T over the chunk's D / 16 channel steps (WIN: the dense
- * window of n tokens). */
-template <int D, bool WIN>
+/* S^T += K Q^T over KS channel steps from ks0 (WIN: the dense window of n
+ * tokens); qf holds Q^T's fragments of those steps. */
+template <int D, bool WIN, uint32_t KS>
 __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_t n,
-                                         const uint2 *rt, const uint4 *rp,
-                                         const uint32_t (&qf)[D / 16][2], float (&s)[4][4]) {
+                                         const uint2 *rt, const uint4 *rp, uint32_t ks0,
+                                         const uint32_t (&qf)[KS][2], float (&s)[4][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
 #pragma unroll
-    for (uint32_t ks = 0; ks < D / 16; ks++) {
+    for (uint32_t kl = 0; kl < KS; kl++) {
+        const uint32_t ks = ks0 + kl;
         uint32_t x0[8], x1[8];
         if (WIN) {
             window_part<D>(c, row, n, MF_KEY, 16 * ks + g, j, x0);
@@ -184,23 +243,24 @@ __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_
 #pragma unroll
         for (uint32_t mt = 0; mt < 4; mt++) {
             const uint32_t av[4] = {x0[2 * mt], x0[2 * mt + 1], x1[2 * mt], x1[2 * mt + 1]};
-            mma(s[mt], av, qf[ks]);
+            mma(s[mt], av, qf[kl]);
         }
     }
 }
 
-/* O^T += V^T P^T: per channel block, value tiles of tokens
- * t0 = 16 (g/2) + 4 ks + g%2 and t0 + 2. */
-template <int D, bool WIN>
+/* O^T += V^T P^T over VS token steps from ks0: per channel block, value
+ * tiles of tokens t0 = 16 (g/2) + 4 ks + g%2 and t0 + 2; pb holds P^T's
+ * fragments of those steps. */
+template <int D, bool WIN, uint32_t VS>
 __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint32_t n,
-                                            const uint2 *rt, const uint4 *rp,
-                                            const uint32_t (&pb)[4][2], float (&o)[D / 16][4]) {
+                                            const uint2 *rt, const uint4 *rp, uint32_t ks0,
+                                            const uint32_t (&pb)[VS][2], float (&o)[D / 16][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
 #pragma unroll
-    for (uint32_t ks = 0; ks < 4; ks++)
+    for (uint32_t kl = 0; kl < VS; kl++)
 #pragma unroll
         for (uint32_t cb = 0; cb < D / 64; cb++) {
-            const uint32_t t0 = 64 * cb + 16 * (g / 2) + 4 * ks + g % 2;
+            const uint32_t t0 = 64 * cb + 16 * (g / 2) + 4 * (ks0 + kl) + g % 2;
             uint32_t x0[8], x1[8];
             if (WIN) {
                 window_part<D>(c, row, n, MF_VALUE, t0, j, x0);
@@ -212,35 +272,77 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
 #pragma unroll
             for (uint32_t mm = 0; mm < 4; mm++) {
                 const uint32_t av[4] = {x0[2 * mm], x0[2 * mm + 1], x1[2 * mm], x1[2 * mm + 1]};
-                mma(o[4 * cb + mm], av, pb[ks]);
+                mma(o[4 * cb + mm], av, pb[kl]);
             }
         }
 }
 
-template <int D>
-__global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_kernel(tc_args a) {
+/* COOP: the block's summed scores, S = ((S_0 + S_1) + S_2) + S_3 over the
+ * warps' channel quarters (xs: 16 floats a lane per warp). The second
+ * barrier keeps the next chunk's partials from overwriting any being read. */
+__device__ static inline void coop_scores(float *xs, float (&s)[4][4]) {
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+    for (uint32_t k = 0; k < 16; k++)
+        xs[(warp * 16 + k) * 32 + lane] = s[k / 4][k % 4];
+    __syncthreads();
+#pragma unroll
+    for (uint32_t k = 0; k < 16; k++) {
+        float x = xs[k * 32 + lane];
+        for (uint32_t w = 1; w < RD_WARPS(1); w++)
+            x = MF_ADD(x, xs[(w * 16 + k) * 32 + lane]);
+        s[k / 4][k % 4] = x;
+    }
+    __syncthreads();
+}
+
+/* Per lane, its heads 2j + {0, 1} and the output channels of its
+ * accumulators: row g of output m-tile (cb, mm) is channel 64 cb +
+ * 16 (g/2) + 4 mm + g%2, + 2 for rows 8-15. */
+__device__ static inline uint32_t out_channel(uint32_t mt, uint32_t r) {
+    const uint32_t g = threadIdx.x % 32 / 4;
+    return 64 * (mt / 4) + 16 * (g / 2) + 4 * (mt % 4) + 2 * (r / 2) + g % 2;
+}
+
+/* A worker: a warp walking its chunks over every tile, or (COOP) a block
+ * whose four warps share each chunk (rd_share): their partial scores are
+ * summed (coop_scores), every warp runs the same softmax, each adds its
+ * token step's products to its own accumulators, and these are summed in
+ * warp order at the end (BOUND.md). For small layers, where one chunk's
+ * latency is the call's. */
+template <int D, bool COOP>
+__global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2) * (COOP ? 2 : 1))
+    rd_kernel(tc_args a) {
+    typedef rd_share<D, COOP> sh;
     extern __shared__ uint4 smem4[];
     uint32_t *lut = (uint32_t *)smem4;
+    char *recs = (char *)(lut + 256 * RD_COPIES(COOP));
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, j = lane % 4;
-    uint2 *rt = (uint2 *)((char *)(lut + RD_LUT) + warp * rd_recs<D>::BYTES);
+    uint2 *rt = (uint2 *)(recs + warp * rd_recs<D>::BYTES);
     uint4 *rp = (uint4 *)(rt + rd_recs<D>::N);
-    const char *lutc = (const char *)lut + 4 * (lane % RD_COPIES);
+    float *xs = (float *)(recs + RD_WARPS(COOP) * rd_recs<D>::BYTES); /* COOP: partial scores */
+    const char *lutc = (const char *)lut + 4 * (lane % RD_COPIES(COOP));
     const uint32_t split = blockIdx.x % a.splits, tile = blockIdx.x / a.splits % a.tiles;
-    const uint32_t row = blockIdx.x / (a.splits * a.tiles), worker = split * RD_WARPS + warp;
-    const uint32_t hd = tile * HEADS + g;
+    const uint32_t row = blockIdx.x / (a.splits * a.tiles);
+    const uint32_t worker = COOP ? split : split * RD_WARPS(COOP) + warp;
+    const uint32_t hd = tile * HEADS + g, ks0 = COOP ? warp * sh::KS : 0, vs0 = COOP ? warp : 0;
     const float scale = mf_score_scale(D), ninf = -__int_as_float(0x7f800000);
     uint64_t c0 = (uint64_t)worker * a.per_worker, c1 = c0 + a.per_worker, ch;
     float o[D / 16][4], mrun[2] = {ninf, ninf}, lrun[2] = {0.0f, 0.0f}, *part_out;
-    uint32_t qf[D / 16][2], i;
-    for (i = threadIdx.x; i < RD_LUT; i += blockDim.x)
-        lut[i] = mf_rd_lut(i / RD_COPIES);
+    uint32_t qf[sh::KS][2], i;
+    for (i = threadIdx.x; i < 256; i += blockDim.x) { /* each entry once, stored 4 copies at a time */
+        const uint32_t e = mf_rd_lut(i);
+        for (uint32_t k = 0; k < RD_COPIES(COOP) / 4; k++)
+            ((uint4 *)lut)[i * (RD_COPIES(COOP) / 4) + k] = make_uint4(e, e, e, e);
+    }
     /* B fragments of Q^T: head g, channels 16 ks + 2j (+ 1) and + 8 */
 #pragma unroll
-    for (uint32_t ks = 0; ks < D / 16; ks++)
+    for (uint32_t kl = 0; kl < sh::KS; kl++)
 #pragma unroll
         for (uint32_t h = 0; h < 2; h++) {
-            const uint16_t *q = a.q + ((size_t)row * a.group + hd) * D + 16 * ks + 8 * h + 2 * j;
-            qf[ks][h] = hd < a.group ? (uint32_t)q[1] << 16 | q[0] : 0u;
+            const uint16_t *q =
+                a.q + ((size_t)row * a.group + hd) * D + 16 * (ks0 + kl) + 8 * h + 2 * j;
+            qf[kl][h] = hd < a.group ? (uint32_t)q[1] << 16 | q[0] : 0u;
         }
 #pragma unroll
     for (uint32_t mt = 0; mt < D / 16; mt++)
@@ -251,21 +353,39 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
     for (ch = c0; ch < c1; ch++) {
         const uint32_t n = ch == a.k.blocks ? a.k.tokens % MF_TILE : MF_TILE;
         float s[4][4], cmax[2], lsum[2], alpha[2];
-        uint32_t pb[4][2];
-        /* S^T[token][head] = K Q^T */
-        if (n == MF_TILE)
-            prep<D>(a.k, row, ch, rt, rp, lutc);
+        uint32_t pb[sh::VS][2];
+        rd_in<D, COOP> vin;
+        /* S^T[token][head] = K Q^T. A COOP warp has one batch of tiles per
+         * tensor: V's loads go out with K's and wait in registers. */
+        if (n == MF_TILE) {
+            if (COOP) {
+                rd_in<D, COOP> kin;
+                meta<D, COOP>(a.k, row, ch, 0, kin);
+                meta<D, COOP>(a.v, row, ch, 0, vin);
+                words<D, COOP>(a.k, kin);
+                words<D, COOP>(a.v, vin);
+                store<D, COOP>(kin, rt, rp, lutc);
+            } else {
+                prep<D, COOP>(a.k, row, ch, rt, rp, lutc);
+            }
+        }
         __syncwarp();
 #pragma unroll
         for (uint32_t mt = 0; mt < 4; mt++)
             s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.0f;
         if (n == MF_TILE)
-            key_scores<D, false>(a.k, row, n, rt, rp, qf, s);
+            key_scores<D, false, sh::KS>(a.k, row, n, rt, rp, ks0, qf, s);
         else
-            key_scores<D, true>(a.k, row, n, rt, rp, qf, s);
+            key_scores<D, true, sh::KS>(a.k, row, n, rt, rp, ks0, qf, s);
+        if (COOP)
+            coop_scores(xs, s);
         __syncwarp();
-        if (n == MF_TILE) /* V's records, while the softmax runs */
-            prep<D>(a.v, row, ch, rt, rp, lutc);
+        if (n == MF_TILE) { /* V's records, while the softmax runs */
+            if (COOP)
+                store<D, COOP>(vin, rt, rp, lutc);
+            else
+                prep<D, COOP>(a.v, row, ch, rt, rp, lutc);
+        }
         /* Online softmax; this lane holds heads 2j + {0, 1} of tokens
          * 16 (g/2) + 4 mt + g%2 (+ 2 for r >= 2). */
         cmax[0] = cmax[1] = ninf;
@@ -289,8 +409,10 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
                 e16[r] = __half_as_ushort(__float2half_rn(e));
             }
             /* P^T as B fragments: tokens 16j + 4 mt + {0, 1} (+ 2), head g */
-            pb[mt][0] = movm(e16[1] << 16 | e16[0]);
-            pb[mt][1] = movm(e16[3] << 16 | e16[2]);
+            if (!COOP || mt == vs0) {
+                pb[COOP ? 0 : mt][0] = movm(e16[1] << 16 | e16[0]);
+                pb[COOP ? 0 : mt][1] = movm(e16[3] << 16 | e16[2]);
+            }
         }
         tc_softmax_sum(lsum, alpha, lrun);
 #pragma unroll
@@ -300,44 +422,64 @@ __global__ static void __launch_bounds__(RD_WARPS * 32, D == 256 ? 1 : 2) rd_ker
                 o[mt][r] = MF_MUL(o[mt][r], alpha[r % 2]);
         __syncwarp();
         if (n == MF_TILE)
-            value_combine<D, false>(a.v, row, n, rt, rp, pb, o);
+            value_combine<D, false, sh::VS>(a.v, row, n, rt, rp, vs0, pb, o);
         else
-            value_combine<D, true>(a.v, row, n, rt, rp, pb, o);
+            value_combine<D, true, sh::VS>(a.v, row, n, rt, rp, vs0, pb, o);
         __syncwarp();
     }
     part_out = a.part + (((size_t)row * a.tiles + tile) * a.workers + worker) * HEADS * (D + 2);
-    if (lane < 4)
+    if (lane < 4 && (!COOP || warp == 0))
         for (uint32_t r = 0; r < 2; r++) {
             part_out[(2 * lane + r) * (D + 2)] = mrun[r];
             part_out[(2 * lane + r) * (D + 2) + 1] = lrun[r];
         }
-    /* row g of output m-tile (cb, mm) is channel 64 cb + 16 (g/2) + 4 mm
-     * + g%2, + 2 for rows 8-15 */
+    if (!COOP) {
 #pragma unroll
-    for (uint32_t cb = 0; cb < D / 64; cb++)
+        for (uint32_t mt = 0; mt < D / 16; mt++)
 #pragma unroll
-        for (uint32_t mm = 0; mm < 4; mm++)
+            for (uint32_t r = 0; r < 4; r++)
+                part_out[(2 * j + r % 2) * (D + 2) + 2 + out_channel(mt, r)] = o[mt][r];
+        return;
+    }
+    /* COOP: O = ((O_0 + O_1) + O_2) + O_3 over the warps' token steps, the
+     * accumulators going through the records ([warp][head][channel]) */
+    float *ob = (float *)recs;
+    __syncthreads();
 #pragma unroll
-            for (uint32_t r = 0; r < 4; r++) {
-                const uint32_t c = 64 * cb + 16 * (g / 2) + 4 * mm + 2 * (r / 2) + g % 2;
-                part_out[(2 * j + r % 2) * (D + 2) + 2 + c] = o[4 * cb + mm][r];
-            }
+    for (uint32_t mt = 0; mt < D / 16; mt++)
+#pragma unroll
+        for (uint32_t r = 0; r < 4; r++)
+            ob[(warp * HEADS + 2 * j + r % 2) * D + out_channel(mt, r)] = o[mt][r];
+    __syncthreads();
+    for (i = threadIdx.x; i < HEADS * D; i += blockDim.x) {
+        float x = ob[i];
+        for (uint32_t w = 1; w < RD_WARPS(1); w++)
+            x = MF_ADD(x, ob[w * HEADS * D + i]);
+        part_out[i / D * (D + 2) + 2 + i % D] = x;
+    }
 }
 
 typedef void (*rd_fn)(tc_args);
 
-static rd_fn rd_of(uint32_t dim) {
-    return dim == 64 ? rd_kernel<64> : dim == 128 ? rd_kernel<128> : rd_kernel<256>;
+/* COOP blocks need D >= 128 (a quarter of the channels is at least one
+ * channel step per warp); tensor.cu's plan asks for them only then. */
+static rd_fn rd_of(uint32_t dim, int coop) {
+    if (coop)
+        return dim == 128 ? rd_kernel<128, true> : rd_kernel<256, true>;
+    return dim == 64 ? rd_kernel<64, false> : dim == 128 ? rd_kernel<128, false> : rd_kernel<256, false>;
 }
 
-tc_shape mf__rd_shape(uint32_t dim) {
+static size_t rd_smem(uint32_t dim, int coop) {
+    const size_t recs = dim == 64 ? rd_recs<64>::BYTES : dim == 128 ? rd_recs<128>::BYTES : rd_recs<256>::BYTES;
+    return (size_t)1024 * RD_COPIES(coop) + RD_WARPS(coop) * recs + (coop ? 4 * 16 * 32 * 4 : 0);
+}
+
+tc_shape mf__rd_shape(uint32_t dim, int coop) {
     tc_shape sh;
-    sh.fn = (const void *)rd_of(dim);
-    sh.threads = RD_WARPS * 32;
-    sh.workers = RD_WARPS;
-    sh.smem = (size_t)RD_LUT * 4 + (size_t)RD_WARPS * (dim == 64    ? rd_recs<64>::BYTES
-                                                       : dim == 128 ? rd_recs<128>::BYTES
-                                                                    : rd_recs<256>::BYTES);
+    sh.fn = (const void *)rd_of(dim, coop);
+    sh.threads = RD_WARPS(coop) * 32;
+    sh.workers = coop ? 1 : RD_WARPS(coop);
+    sh.smem = rd_smem(dim, coop);
     return sh;
 }
 
