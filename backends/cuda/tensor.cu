@@ -446,41 +446,49 @@ __device__ static float merge_reduce(float x, bool is_max, float *red) {
 }
 
 /* Block per (row, query head): merges the workers' states. Each worker's
- * factor exp(m_w - m) is computed once, 128 workers at a time, and every
- * thread sums its channels over them; the loads of different workers are
- * independent, so they overlap (a thread walking all workers for one
- * output, as before, waited out one load latency per worker). */
+ * factor exp(m_w - m) is computed once, and every thread sums its
+ * channels over the workers in order. The states of up to MERGE_BATCH
+ * workers are loaded into registers before the maximum is known, so that
+ * a small layer's merge waits out about one load latency, not one per
+ * handful of workers. */
 template <int D> __global__ static void __launch_bounds__(MERGE_THREADS) tc_merge_kernel(tc_args a, float *out) {
-    __shared__ float fs[MERGE_THREADS], red[MERGE_THREADS / 32];
+    const uint32_t CH = (D + MERGE_THREADS - 1) / MERGE_THREADS, MERGE_BATCH = 64 / CH;
+    __shared__ float fs[MERGE_BATCH], red[MERGE_THREADS / 32];
     const uint32_t t = threadIdx.x, workers = a.workers, row = blockIdx.x / a.group;
-    const uint32_t h = blockIdx.x % a.group, CH = (D + MERGE_THREADS - 1) / MERGE_THREADS;
+    const uint32_t h = blockIdx.x % a.group;
     const size_t ws = (size_t)HEADS * (D + 2);
     const float *p = a.part + ((size_t)row * a.tiles + h / HEADS) * workers * ws + (h % HEADS) * (D + 2);
-    float m = -__int_as_float(0x7f800000), l = 0.0f, o[CH];
+    float m = -__int_as_float(0x7f800000), l = 0.0f, o[CH], x[CH][MERGE_BATCH];
     uint32_t w0, w, k;
     for (k = 0; k < CH; k++)
         o[k] = 0.0f;
-    for (w = t; w < workers; w += MERGE_THREADS)
-        m = fmaxf(m, p[w * ws]);
-    m = merge_reduce(m, true, red);
-    for (w0 = 0; w0 < workers; w0 += MERGE_THREADS) {
-        const uint32_t nw = workers - w0 < MERGE_THREADS ? workers - w0 : MERGE_THREADS;
+    for (w0 = 0; w0 < workers; w0 += MERGE_BATCH) {
+        const uint32_t nw = workers - w0 < MERGE_BATCH ? workers - w0 : MERGE_BATCH;
         float f = 0.0f;
+#pragma unroll
+        for (k = 0; k < CH; k++)
+#pragma unroll
+            for (w = 0; w < MERGE_BATCH; w++)
+                x[k][w] = w < nw && t + k * MERGE_THREADS < D ? p[(w0 + w) * ws + 2 + t + k * MERGE_THREADS] : 0.0f;
+        if (w0 == 0) {
+            for (w = t; w < workers; w += MERGE_THREADS)
+                m = fmaxf(m, p[w * ws]);
+            m = merge_reduce(m, true, red);
+        }
         if (t < nw) {
             f = mf_exp(MF_SUB(p[(w0 + t) * ws], m));
             l = MF_ADD(l, MF_MUL(p[(w0 + t) * ws + 1], f));
         }
         __syncthreads();
-        fs[t] = f;
+        if (t < nw)
+            fs[t] = f;
         __syncthreads();
-        for (k = 0; k < CH; k++) {
-            const uint32_t c = t + k * MERGE_THREADS;
-            if (c < D) {
-#pragma unroll 8
-                for (w = 0; w < nw; w++)
-                    o[k] = MF_ADD(o[k], MF_MUL(p[(w0 + w) * ws + 2 + c], fs[w]));
-            }
-        }
+#pragma unroll
+        for (k = 0; k < CH; k++)
+#pragma unroll
+            for (w = 0; w < MERGE_BATCH; w++)
+                if (w < nw)
+                    o[k] = MF_ADD(o[k], MF_MUL(x[k][w], fs[w]));
     }
     l = merge_reduce(l, false, red);
     for (k = 0; k < CH; k++)
