@@ -1,6 +1,7 @@
 """Joins bench/gpu_sweep.c's CSV with bench/sdpa.py's into a Markdown table
-(time, fraction of the copy bandwidth on the compressed bytes, speedup over
-dense fp16 attention) and a PNG plot of speedup against T. Plain Python: the
+(time per call and per queued call, fraction of the copy bandwidth on the
+compressed bytes, speedup over dense fp16 attention timed the same two
+ways) and a PNG plot of the queued speedup against T. Plain Python: the
 PNG is drawn here, without plotting libraries.
 
 usage: python3 bench/gpu_report.py SWEEP.csv SDPA.csv OUT.png > table.md
@@ -14,6 +15,7 @@ import zlib
 
 def rows(path):
     lines = [l for l in open(path) if l.strip() and not l.startswith("#")]
+    lines = lines[:1] + [l for l in lines[1:] if l != lines[0]]  # one header of several runs
     return list(csv.DictReader(lines)), [l for l in open(path) if l.startswith("#")]
 
 
@@ -77,7 +79,7 @@ def plot(series, path):
 def main():
     sweep, notes = rows(sys.argv[1])
     sdpa, snotes = rows(sys.argv[2])
-    dense = {(r["batch"], r["tokens"]): float(r["sdpa_us"]) for r in sdpa}
+    dense = {(r["batch"], r["tokens"]): r for r in sdpa}
     bw = None
     for n in snotes:
         if "copy" in n:
@@ -85,25 +87,40 @@ def main():
     for n in notes + snotes:
         print(n.strip())
     print()
-    print("| batch | T | s | bits | compressed MB | attend us | GB/s (fraction of copy) | dense sdpa us | speedup | encoder GB/s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("Per call: one call and its synchronization (mf_attend_ex; sdpa + synchronize). Queued: per call "
+          "of 51 calls queued with one synchronization (mf_attend_async + mf_attend_wait; sdpa), as a "
+          "decode loop runs them. GB/s: compressed bytes over the queued time.")
+    print()
+    print("| batch | T | s | bits | compressed MB | attend us | queued us | GB/s (fraction of copy) "
+          "| dense sdpa us | dense queued us | speedup | queued speedup | encoder GB/s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     series = {}
+
+    def num(x, f):
+        return f"{x:{f}}" if x else "-"
+
     for r in sweep:
         us = float(r["attend_us"])
+        qus = float(r["queued_us"]) if r.get("queued_us") else None
         mb = int(r["compressed_bytes"]) / 1e6
-        d = dense.get((r["batch"], r["tokens"]))
-        gbs = int(r["compressed_bytes"]) / us / 1e3
+        d = dense.get((r["batch"], r["tokens"]), {})
+        dus = float(d["sdpa_us"]) if d.get("sdpa_us") else None
+        dq = float(d["sdpa_queued_us"]) if d.get("sdpa_queued_us") else None
+        gbs = int(r["compressed_bytes"]) / (qus or us) / 1e3
         frac = f"{gbs * 1e9 / bw:.2f}" if bw else "-"
-        sp = d / us if d else None
+        sp = dus / us if dus else None
+        qsp = dq / qus if dq and qus else None
         print(f"| {r['batch']} | {r['tokens']} | {r['sparsity']} | {r['bits']} | {mb:.1f} | {us:.1f} | "
-              f"{gbs:.0f} ({frac}) | {d if d else '-'} | {f'{sp:.2f}' if sp else '-'} | {r['encode_GBps']} |")
-        if sp:
+              f"{num(qus, '.1f')} | {gbs:.0f} ({frac}) | {num(dus, '.1f')} | {num(dq, '.1f')} | "
+              f"{num(sp, '.2f')} | {num(qsp, '.2f')} | {r['encode_GBps']} |")
+        if qsp or sp:
             key = f"b{r['batch']} s{r['sparsity']} {r['bits']}-bit"
-            series.setdefault(key, []).append((math.log2(int(r["tokens"])), sp))
+            series.setdefault(key, []).append((math.log2(int(r["tokens"])), qsp or sp))
     if series and len(sys.argv) > 3:
         legend = plot(series, sys.argv[3])
         print()
-        print(f"Plot {sys.argv[3]}: speedup over dense sdpa (log2) against log2 T (10..17); grey: 1x. Colours:")
+        print(f"Plot {sys.argv[3]}: queued speedup over dense sdpa (log2; per-call speedup where no queued "
+              "figure) against log2 T (10..17); grey: 1x. Colours:")
         for label, c in legend:
             print(f"- rgb{c}: {label}")
 
