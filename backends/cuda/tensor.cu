@@ -541,16 +541,23 @@ static mf_status blocks_per_sm(const tc_shape *sh, int *occ) {
     return *occ < 1 ? MF_ERR_UNSUPPORTED : MF_OK;
 }
 
-#ifndef MF_COOP_WAVES
-#define MF_COOP_WAVES 1 /* coop for layers of at most this many waves of coop blocks' chunks */
+#ifndef MF_RD_COOP_WAVES
+#define MF_RD_COOP_WAVES 4 /* for experiments */
 #endif
 
+/* Coop for layers of at most this many chunks per coop block of a full
+ * wave. Measured for rd_kernel (H100, 2026-12-06): 4 against 1, queued
+ * calls, batch 1 T 8K 24.0 us against 28.1, T 16K 35.9 against 39.0,
+ * batch 8 T 1K 22.8 against 26.8, the rest the same; for tc_kernel one
+ * chunk per block was best (below). */
+static uint64_t coop_waves(const mf_desc *d) { return uses_rd(d) ? MF_RD_COOP_WAVES : 1; }
+
 /* Work split: enough workers for one full wave of blocks; each takes
- * per_worker consecutive chunks. The workers are warps, or for a layer with
- * no more chunks than one wave has coop blocks (D >= 128; rd_kernel:
- * reference layout), blocks whose warps share each chunk: there a chunk's
- * latency is the call's (measured for tc_kernel: 10-15% faster for batch
- * 1 at T 1K-4K; from two chunks per block on, slower). */
+ * per_worker consecutive chunks. The workers are warps, or for a small
+ * layer (D >= 128; rd_kernel: reference layout; see coop_waves) blocks
+ * whose warps share each chunk: there a chunk's latency is the call's
+ * (measured for tc_kernel: 10-15% faster for batch 1 at T 1K-4K; from two
+ * chunks per block on, slower). */
 static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a, tc_shape *shape) {
     int sms = 0, occ = 0, occ_coop = 0;
     uint64_t units, want, per;
@@ -568,7 +575,7 @@ static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a, tc_shape *sh
         sh_coop = shape_of(k, 1);
         if ((st = blocks_per_sm(&sh_coop, &occ_coop)) != MF_OK)
             return st;
-        if (units * a->chunks <= (uint64_t)MF_COOP_WAVES * sms * occ_coop) {
+        if (units * a->chunks <= coop_waves(k) * sms * occ_coop) {
             a->coop = 1;
             sh = sh_coop;
             occ = occ_coop;
