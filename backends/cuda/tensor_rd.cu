@@ -9,10 +9,9 @@
  * and tensor:
  *
  *  - prep: lane l takes tiles l, l + 32, ... of the warp's share:
- *    metadata and code words,
- *    the tile's table (mf_rd_table) and its four parts' inputs
- *    (mf_rd_parts) with their placement selectors go to the warp's
- *    records in shared memory;
+ *    metadata and code words, the tile's table (mf_rd_table) and its
+ *    four parts' inputs (mf_rd_parts) with their placement selectors go
+ *    to the warp's records in shared memory;
  *  - decode: lane (g, j) = (lane / 4, lane % 4) turns part j of a tile
  *    into eight registers. For keys the tile is channel 16 ks + g (+ 8),
  *    its part tokens 16 j .. 16 j + 15; for values the tile is token t
@@ -34,11 +33,16 @@
 /* Warps per block: each its own worker, or in COOP blocks (small layers,
  * reference layout, D >= 128) four warps sharing each chunk. */
 #define RD_WARPS(COOP) ((COOP) ? 4 : 8)
-/* mf_rd_lut per byte, COPIES(COOP) copies: with 16, prep's lookups (lane l
- * reads copy l % 16) conflict at most 2-way and two blocks still fit an
- * SM; COOP blocks prep a quarter of the tiles, and 4 copies let four
- * blocks fit. */
+/* mf_rd_lut per byte, RD_COPIES(COOP) copies: with 16, prep's lookups
+ * (lane l reads copy l % 16) conflict at most 2-way and two blocks still
+ * fit an SM (D 128). COOP blocks prep a quarter of the tiles, so their
+ * lookups may conflict up to 8-way over 4 copies, which lets four blocks
+ * fit (D 128). */
 #define RD_COPIES(COOP) ((COOP) ? 4 : 16)
+/* COOP: the warps' partial scores, 16 floats a lane */
+#define RD_XS_FLOATS (RD_WARPS(1) * 16 * 32)
+
+__host__ __device__ constexpr uint32_t log2_of(uint32_t x) { return x > 1 ? 1 + log2_of(x / 2) : 0; }
 
 __device__ static inline uint32_t movm(uint32_t x) {
     uint32_t y;
@@ -140,7 +144,7 @@ template <int D, bool COOP> __device__ static inline void words(const mf_view &c
  * shared-memory round trip, not two. */
 template <int D, bool COOP>
 __device__ static inline void store(const rd_in<D, COOP> &in, uint2 *rt, uint4 *rp, const char *lut) {
-    const uint32_t L = COOP ? 4 : 6; /* log2 of a lut row's bytes (4 RD_COPIES) */
+    const uint32_t L = log2_of(4 * RD_COPIES(COOP)); /* a lut row's bytes */
 #pragma unroll
     for (uint32_t i = 0; i < rd_in<D, COOP>::B; i++) {
         const uint32_t r = rec_of(in.jt[i]);
@@ -162,18 +166,19 @@ __device__ static inline void store(const rd_in<D, COOP> &in, uint2 *rt, uint4 *
     }
 }
 
-/* The records of the warp's share of chunk ch of row, B tiles at a time:
- * their metadata loads, then their code words, all in flight before any
- * is used. */
-template <int D, bool COOP>
+/* A worker warp's records of chunk ch of row, B tiles at a time: their
+ * metadata loads, then their code words, all in flight before any is
+ * used. (A COOP warp has one batch per tensor and calls the three steps
+ * itself, so as to load both tensors together.) */
+template <int D>
 __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *rt, uint4 *rp,
                             const char *lut) {
-    rd_in<D, COOP> in;
+    rd_in<D, false> in;
 #pragma unroll
-    for (uint32_t i0 = 0; i0 < rd_share<D, COOP>::TILES; i0 += rd_in<D, COOP>::B) {
-        meta<D, COOP>(c, row, ch, i0, in);
-        words<D, COOP>(c, in);
-        store<D, COOP>(in, rt, rp, lut);
+    for (uint32_t i0 = 0; i0 < rd_share<D, false>::TILES; i0 += rd_in<D, false>::B) {
+        meta<D, false>(c, row, ch, i0, in);
+        words<D, false>(c, in);
+        store<D, false>(in, rt, rp, lut);
     }
 }
 
@@ -308,8 +313,8 @@ __device__ static inline uint32_t out_channel(uint32_t mt, uint32_t r) {
  * whose four warps share each chunk (rd_share): their partial scores are
  * summed (coop_scores), every warp runs the same softmax, each adds its
  * token step's products to its own accumulators, and these are summed in
- * warp order at the end (BOUND.md). For small layers, where one chunk's
- * latency is the call's. */
+ * warp order at the end (BOUND.md). For small layers (tensor.cu's plan),
+ * where a few chunks' latency is the call's. */
 template <int D, bool COOP>
 __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2) * (COOP ? 2 : 1))
     rd_kernel(tc_args a) {
@@ -366,7 +371,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
                 words<D, COOP>(a.v, vin);
                 store<D, COOP>(kin, rt, rp, lutc);
             } else {
-                prep<D, COOP>(a.k, row, ch, rt, rp, lutc);
+                prep<D>(a.k, row, ch, rt, rp, lutc);
             }
         }
         __syncwarp();
@@ -384,7 +389,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
             if (COOP)
                 store<D, COOP>(vin, rt, rp, lutc);
             else
-                prep<D, COOP>(a.v, row, ch, rt, rp, lutc);
+                prep<D>(a.v, row, ch, rt, rp, lutc);
         }
         /* Online softmax; this lane holds heads 2j + {0, 1} of tokens
          * 16 (g/2) + 4 mt + g%2 (+ 2 for r >= 2). */
@@ -443,6 +448,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     }
     /* COOP: O = ((O_0 + O_1) + O_2) + O_3 over the warps' token steps, the
      * accumulators going through the records ([warp][head][channel]) */
+    static_assert(HEADS * D * 4 <= rd_recs<D>::BYTES, "a warp's accumulators fit its records");
     float *ob = (float *)recs;
     __syncthreads();
 #pragma unroll
@@ -471,7 +477,7 @@ static rd_fn rd_of(uint32_t dim, int coop) {
 
 static size_t rd_smem(uint32_t dim, int coop) {
     const size_t recs = dim == 64 ? rd_recs<64>::BYTES : dim == 128 ? rd_recs<128>::BYTES : rd_recs<256>::BYTES;
-    return (size_t)1024 * RD_COPIES(coop) + RD_WARPS(coop) * recs + (coop ? 4 * 16 * 32 * 4 : 0);
+    return (size_t)1024 * RD_COPIES(coop) + RD_WARPS(coop) * recs + (coop ? RD_XS_FLOATS * 4 : 0);
 }
 
 tc_shape mf__rd_shape(uint32_t dim, int coop) {
