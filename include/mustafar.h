@@ -230,8 +230,9 @@ mf_status mf_ctensor_download(mf_backend backend, const mf_ctensor *dev, mf_cten
 /* Attention kernels. REFERENCE follows formats/SPEC.md bit for bit (every
  * backend). TENSOR (CUDA only, sm_80+) multiplies on the tensor cores in
  * fp16 with fp32 accumulation: within backends/cuda/BOUND.md's bound of
- * the reference, not bit-identical. mf_attend = mf_attend_ex(REFERENCE);
- * mf_attend_workspace covers both kernels. */
+ * the reference, not bit-identical; it needs K and V of one code width
+ * (MF_ERR_UNSUPPORTED otherwise; REFERENCE takes any). mf_attend =
+ * mf_attend_ex(REFERENCE); mf_attend_workspace covers both kernels. */
 typedef enum mf_kernel { MF_KERNEL_REFERENCE = 0, MF_KERNEL_TENSOR = 1 } mf_kernel;
 mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
                        const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,

@@ -554,11 +554,12 @@ static uint64_t coop_waves(const mf_desc *d) { return uses_rd(d) ? MF_RD_COOP_WA
 
 /* Work split: enough workers for one full wave of blocks; each takes
  * per_worker consecutive chunks. The workers are warps, or for a small
- * layer (D >= 128; rd_kernel: reference layout; see coop_waves) blocks
- * whose warps share each chunk: there a chunk's latency is the call's
- * (measured for tc_kernel: 10-15% faster for batch 1 at T 1K-4K; from two
- * chunks per block on, slower). */
-static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a, tc_shape *shape) {
+ * layer (D >= 128; rd_kernel: K and V in the reference layout, vlayout
+ * being V's; see coop_waves) blocks whose warps share each chunk: there a
+ * few chunks' latency is the call's (measured for tc_kernel: 10-15%
+ * faster for batch 1 at T 1K-4K; from two chunks per block on, slower). */
+static mf_status plan(const mf_desc *k, mf_layout vlayout, uint32_t group, tc_args *a,
+                      tc_shape *shape) {
     int sms = 0, occ = 0, occ_coop = 0;
     uint64_t units, want, per;
     tc_shape sh = shape_of(k, 0), sh_coop;
@@ -571,7 +572,8 @@ static mf_status plan(const mf_desc *k, uint32_t group, tc_args *a, tc_shape *sh
     a->coop = 0;
     if ((st = blocks_per_sm(&sh, &occ)) != MF_OK)
         return st;
-    if (k->dim >= 128 && (!uses_rd(k) || k->layout == MF_LAYOUT_REFERENCE)) {
+    if (k->dim >= 128 &&
+        (!uses_rd(k) || (k->layout == MF_LAYOUT_REFERENCE && vlayout == MF_LAYOUT_REFERENCE))) {
         sh_coop = shape_of(k, 1);
         if ((st = blocks_per_sm(&sh_coop, &occ_coop)) != MF_OK)
             return st;
@@ -600,12 +602,15 @@ static size_t part_bytes(const mf_desc *k, const tc_args *a) {
     return mf__cu_align((size_t)k->rows * a->tiles * a->workers * HEADS * (k->dim + 2) * 4);
 }
 
+/* The workspace query sees K alone: enough for the plans of either V
+ * layout. */
 mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
-    tc_args a;
-    mf_status st = plan(k, group, &a, NULL);
-    if (st != MF_OK)
+    tc_args a, b;
+    mf_status st;
+    if ((st = plan(k, MF_LAYOUT_REFERENCE, group, &a, NULL)) != MF_OK ||
+        (st = plan(k, MF_LAYOUT_NATIVE, group, &b, NULL)) != MF_OK)
         return st;
-    *bytes = part_bytes(k, &a);
+    *bytes = part_bytes(k, &a) > part_bytes(k, &b) ? part_bytes(k, &a) : part_bytes(k, &b);
     return MF_OK;
 }
 
@@ -618,8 +623,10 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
     tc_args a;
     tc_shape sh;
     uint32_t blocks;
+    if (v->desc.bits != d->bits) /* the kernels are specialized for one code width */
+        return MF_ERR_UNSUPPORTED;
     if ((st = mf__cu_attend_views(k, v, workspace, &a.k, &a.v)) != MF_OK ||
-        (st = plan(d, group, &a, &sh)) != MF_OK ||
+        (st = plan(d, v->desc.layout, group, &a, &sh)) != MF_OK ||
         (st = mf__cu_attend_space(d, group, part_bytes(d, &a), workspace, workspace_bytes, wait,
                                    &rest)) != MF_OK)
         return st;

@@ -61,32 +61,38 @@ typedef struct kase {
     mf_layout layout;
     double sparsity;
     int dist;
-    uint64_t seed; /* values */
+    uint64_t seed;  /* values */
+    int vother;     /* V in the other layout than K */
 } kase;
 
 /* Regression and edge cases, run before the random ones. */
 static const kase fixed[] = {
-    {1, 1, 1, 64, 1, 0, MF_LAYOUT_REFERENCE, 0.0, D_NORMAL, 1},
-    {1, 1, 4, 128, 63, 2, MF_LAYOUT_NATIVE, 0.5, D_NORMAL, 2},
-    {1, 1, 8, 256, 64, 4, MF_LAYOUT_REFERENCE, 0.7, D_OUTLIER, 3},
-    {2, 2, 4, 128, 65, 2, MF_LAYOUT_NATIVE, 0.7, D_TIES, 4},
-    {1, 2, 64, 64, 200, 4, MF_LAYOUT_REFERENCE, 0.95, D_NORMAL, 5},
-    {1, 1, 1, 128, 128, 2, MF_LAYOUT_REFERENCE, 0.0, D_CONST, 6},
-    {1, 3, 2, 64, 130, 0, MF_LAYOUT_NATIVE, 1.0, D_NORMAL, 7},
-    {1, 1, 4, 256, 1000, 2, MF_LAYOUT_NATIVE, 0.3, D_ZERO_ROWS, 8},
-    {1, 1, 4, 128, 333, 4, MF_LAYOUT_REFERENCE, 0.5, D_DENORMAL, 9},
-    {2, 1, 8, 64, 640, 0, MF_LAYOUT_REFERENCE, 0.9, D_WIDE, 10},
-    {1, 1, 1, 128, 100, 2, MF_LAYOUT_NATIVE, 0.5, D_NONFINITE, 11},
-    {1, 1, 4, 128, 4096, 2, MF_LAYOUT_REFERENCE, 0.7, D_OUTLIER, 12},
+    {1, 1, 1, 64, 1, 0, MF_LAYOUT_REFERENCE, 0.0, D_NORMAL, 1, 0},
+    {1, 1, 4, 128, 63, 2, MF_LAYOUT_NATIVE, 0.5, D_NORMAL, 2, 0},
+    {1, 1, 8, 256, 64, 4, MF_LAYOUT_REFERENCE, 0.7, D_OUTLIER, 3, 0},
+    {2, 2, 4, 128, 65, 2, MF_LAYOUT_NATIVE, 0.7, D_TIES, 4, 0},
+    {1, 2, 64, 64, 200, 4, MF_LAYOUT_REFERENCE, 0.95, D_NORMAL, 5, 0},
+    {1, 1, 1, 128, 128, 2, MF_LAYOUT_REFERENCE, 0.0, D_CONST, 6, 0},
+    {1, 3, 2, 64, 130, 0, MF_LAYOUT_NATIVE, 1.0, D_NORMAL, 7, 0},
+    {1, 1, 4, 256, 1000, 2, MF_LAYOUT_NATIVE, 0.3, D_ZERO_ROWS, 8, 0},
+    {1, 1, 4, 128, 333, 4, MF_LAYOUT_REFERENCE, 0.5, D_DENORMAL, 9, 0},
+    {2, 1, 8, 64, 640, 0, MF_LAYOUT_REFERENCE, 0.9, D_WIDE, 10, 0},
+    {1, 1, 1, 128, 100, 2, MF_LAYOUT_NATIVE, 0.5, D_NONFINITE, 11, 0},
+    {1, 1, 4, 128, 4096, 2, MF_LAYOUT_REFERENCE, 0.7, D_OUTLIER, 12, 0},
     /* Regressions. The CPU oracle merged segment states of 3+ segments
      * (over 2048 tokens) in the wrong slots (backends/cpu/attend.c): */
-    {1, 1, 1, 256, 2300, 2, MF_LAYOUT_REFERENCE, 0.7, D_NORMAL, 13},
-    {1, 2, 4, 128, 3406, 0, MF_LAYOUT_REFERENCE, 0.0, D_OUTLIER, 14},
+    {1, 1, 1, 256, 2300, 2, MF_LAYOUT_REFERENCE, 0.7, D_NORMAL, 13, 0},
+    {1, 2, 4, 128, 3406, 0, MF_LAYOUT_REFERENCE, 0.0, D_OUTLIER, 14, 0},
     /* subnormal scales (the rounding-up step of mf_quant_params): */
-    {1, 1, 1, 256, 64, 4, MF_LAYOUT_NATIVE, 0.5, D_DENORMAL, 15},
-    {2, 2, 4, 128, 178, 2, MF_LAYOUT_NATIVE, 0.0, D_DENORMAL, 16},
+    {1, 1, 1, 256, 64, 4, MF_LAYOUT_NATIVE, 0.5, D_DENORMAL, 15, 0},
+    {2, 2, 4, 128, 178, 2, MF_LAYOUT_NATIVE, 0.0, D_DENORMAL, 16, 0},
     /* scores too large for any tensor-core guarantee (bound = inf): */
-    {1, 3, 4, 256, 416, 0, MF_LAYOUT_NATIVE, 0.0, D_WIDE, 17},
+    {1, 3, 4, 256, 416, 0, MF_LAYOUT_NATIVE, 0.0, D_WIDE, 17, 0},
+    /* K and V in different layouts; the tensor kernel's work split
+     * looked at K's alone (a small layer took blocks that read V as a
+     * reference tensor): */
+    {1, 2, 4, 128, 1000, 2, MF_LAYOUT_REFERENCE, 0.7, D_NORMAL, 18, 1},
+    {2, 1, 4, 256, 130, 2, MF_LAYOUT_NATIVE, 0.5, D_OUTLIER, 19, 1},
 };
 #define NFIXED (sizeof fixed / sizeof fixed[0])
 
@@ -129,14 +135,15 @@ static kase make_case(uint64_t seed, uint64_t index, uint32_t max_tokens) {
         acc += dw[d];
     k.dist = d;
     k.seed = next(&r);
+    k.vother = (k.seed >> 61) == 0; /* one case in 8, without a draw (seeds keep their cases) */
     return k;
 }
 
 static void print_case(FILE *f, const kase *k) {
-    fprintf(f, "batch=%u kv=%u group=%u dim=%u tokens=%u bits=%u layout=%s sparsity=%.4f dist=%s",
+    fprintf(f, "batch=%u kv=%u group=%u dim=%u tokens=%u bits=%u layout=%s%s sparsity=%.4f dist=%s",
             k->batch, k->kv, k->group, k->dim, k->tokens, k->bits,
-            k->layout == MF_LAYOUT_NATIVE ? "native" : "reference", k->sparsity,
-            dist_name[k->dist]);
+            k->layout == MF_LAYOUT_NATIVE ? "native" : "reference",
+            k->vother ? " (V the other)" : "", k->sparsity, dist_name[k->dist]);
 }
 
 /* Dense [rows, tokens, dim] fp16 of the case's distribution. */
@@ -243,7 +250,9 @@ static void check_bound(ctx *c, enum op op, const float *out, const double *ref,
 /* ---- tensors ----------------------------------------------------------- */
 static void desc_of(const kase *k, mf_kind kind, mf_desc *d) {
     d->kind = kind;
-    d->layout = k->layout;
+    d->layout = kind == MF_VALUE && k->vother
+                    ? (k->layout == MF_LAYOUT_NATIVE ? MF_LAYOUT_REFERENCE : MF_LAYOUT_NATIVE)
+                    : k->layout;
     d->bits = k->bits;
     d->rows = k->batch * k->kv;
     d->tokens = k->tokens;
