@@ -560,11 +560,12 @@ static uint64_t coop_waves(const mf_desc *d) { return uses_rd(d) ? MF_RD_COOP_WA
  * faster for batch 1 at T 1K-4K; from two chunks per block on, slower). */
 static mf_status plan(const mf_desc *k, mf_layout vlayout, uint32_t group, tc_args *a,
                       tc_shape *shape) {
-    int sms = 0, occ = 0, occ_coop = 0;
+    int sms = 0, occ = 0, occ_coop = 0, max_blocks = 0;
     uint64_t units, want, per;
     tc_shape sh = shape_of(k, 0), sh_coop;
     mf_status st;
     MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    MF_CU(cudaDeviceGetAttribute(&max_blocks, cudaDevAttrMaxBlocksPerMultiprocessor, 0));
     a->group = group;
     a->tiles = (group + HEADS - 1) / HEADS;
     a->chunks = (k->tokens + MF_TILE - 1) / MF_TILE;
@@ -572,7 +573,8 @@ static mf_status plan(const mf_desc *k, mf_layout vlayout, uint32_t group, tc_ar
     a->coop = 0;
     if ((st = blocks_per_sm(&sh, &occ)) != MF_OK)
         return st;
-    if (k->dim >= 128 &&
+    /* the coop shape's occupancy is asked only of layers it could take */
+    if (k->dim >= 128 && units * a->chunks <= coop_waves(k) * sms * (uint64_t)max_blocks &&
         (!uses_rd(k) || (k->layout == MF_LAYOUT_REFERENCE && vlayout == MF_LAYOUT_REFERENCE))) {
         sh_coop = shape_of(k, 1);
         if ((st = blocks_per_sm(&sh_coop, &occ_coop)) != MF_OK)
@@ -606,11 +608,14 @@ static size_t part_bytes(const mf_desc *k, const tc_args *a) {
  * layout. */
 mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
     tc_args a, b;
+    size_t ref, nat;
     mf_status st;
     if ((st = plan(k, MF_LAYOUT_REFERENCE, group, &a, NULL)) != MF_OK ||
         (st = plan(k, MF_LAYOUT_NATIVE, group, &b, NULL)) != MF_OK)
         return st;
-    *bytes = part_bytes(k, &a) > part_bytes(k, &b) ? part_bytes(k, &a) : part_bytes(k, &b);
+    ref = part_bytes(k, &a);
+    nat = part_bytes(k, &b);
+    *bytes = ref > nat ? ref : nat;
     return MF_OK;
 }
 
