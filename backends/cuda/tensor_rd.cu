@@ -311,10 +311,11 @@ __device__ static inline uint32_t out_channel(uint32_t mt, uint32_t r) {
 
 /* A worker: a warp walking its chunks over every tile, or (COOP) a block
  * whose four warps share each chunk (rd_share): their partial scores are
- * summed (coop_scores), every warp runs the same softmax, each adds its
- * token step's products to its own accumulators, and these are summed in
- * warp order at the end (BOUND.md). For small layers (tensor.cu's plan),
- * where a few chunks' latency is the call's. */
+ * summed (coop_scores), every warp keeps the same running maximum, each
+ * computes the weights of its token step and adds them and their products
+ * to its own sum and accumulators, and these are summed in warp order at
+ * the end (BOUND.md). For small layers (tensor.cu's plan), where a few
+ * chunks' latency is the call's. */
 template <int D, bool COOP>
 __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2) * (COOP ? 2 : 1))
     rd_kernel(tc_args a) {
@@ -403,21 +404,25 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
                 cmax[r % 2] = fmaxf(cmax[r % 2], s[mt][r]);
             }
         tc_softmax_max(cmax, mrun, alpha);
+        /* The weights: a COOP warp's of its token step only (mt = vs0), so
+         * its lrun is the sum over its tokens, as its o. */
         lsum[0] = lsum[1] = 0.0f;
 #pragma unroll
-        for (uint32_t mt = 0; mt < 4; mt++) {
+        for (uint32_t mt = 0; mt < sh::VS; mt++) {
             uint32_t e16[4];
 #pragma unroll
             for (uint32_t r = 0; r < 4; r++) {
-                const float e = mf_exp(MF_SUB(s[mt][r], mrun[r % 2]));
+                float x = s[mt][r];
+#pragma unroll
+                for (uint32_t m2 = 1; COOP && m2 < 4; m2++)
+                    x = vs0 == m2 ? s[m2][r] : x;
+                const float e = mf_exp(MF_SUB(x, mrun[r % 2]));
                 lsum[r % 2] = MF_ADD(lsum[r % 2], e);
                 e16[r] = __half_as_ushort(__float2half_rn(e));
             }
-            /* P^T as B fragments: tokens 16j + 4 mt + {0, 1} (+ 2), head g */
-            if (!COOP || mt == vs0) {
-                pb[COOP ? 0 : mt][0] = movm(e16[1] << 16 | e16[0]);
-                pb[COOP ? 0 : mt][1] = movm(e16[3] << 16 | e16[2]);
-            }
+            /* P^T as B fragments: tokens 16j + 4 (mt or vs0) + {0, 1} (+ 2), head g */
+            pb[mt][0] = movm(e16[1] << 16 | e16[0]);
+            pb[mt][1] = movm(e16[3] << 16 | e16[2]);
         }
         tc_softmax_sum(lsum, alpha, lrun);
 #pragma unroll
@@ -433,12 +438,12 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         __syncwarp();
     }
     part_out = a.part + (((size_t)row * a.tiles + tile) * a.workers + worker) * HEADS * (D + 2);
-    if (lane < 4 && (!COOP || warp == 0))
-        for (uint32_t r = 0; r < 2; r++) {
-            part_out[(2 * lane + r) * (D + 2)] = mrun[r];
-            part_out[(2 * lane + r) * (D + 2) + 1] = lrun[r];
-        }
     if (!COOP) {
+        if (lane < 4)
+            for (uint32_t r = 0; r < 2; r++) {
+                part_out[(2 * lane + r) * (D + 2)] = mrun[r];
+                part_out[(2 * lane + r) * (D + 2) + 1] = lrun[r];
+            }
 #pragma unroll
         for (uint32_t mt = 0; mt < D / 16; mt++)
 #pragma unroll
@@ -447,7 +452,8 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         return;
     }
     /* COOP: O = ((O_0 + O_1) + O_2) + O_3 over the warps' token steps, the
-     * accumulators going through the records ([warp][head][channel]) */
+     * accumulators going through the records ([warp][head][channel]), and
+     * l the same way through xs ([warp][head]); m is every warp's. */
     static_assert(HEADS * D * 4 <= rd_recs<D>::BYTES, "a warp's accumulators fit its records");
     float *ob = (float *)recs;
     __syncthreads();
@@ -456,7 +462,19 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
 #pragma unroll
         for (uint32_t r = 0; r < 4; r++)
             ob[(warp * HEADS + 2 * j + r % 2) * D + out_channel(mt, r)] = o[mt][r];
+    if (lane < 4)
+        for (uint32_t r = 0; r < 2; r++)
+            xs[warp * HEADS + 2 * lane + r] = lrun[r];
     __syncthreads();
+    if (warp == 0 && lane < 4)
+        for (uint32_t r = 0; r < 2; r++) {
+            const uint32_t h = 2 * lane + r;
+            float l = xs[h];
+            for (uint32_t w = 1; w < RD_WARPS(1); w++)
+                l = MF_ADD(l, xs[w * HEADS + h]);
+            part_out[h * (D + 2)] = mrun[r];
+            part_out[h * (D + 2) + 1] = l;
+        }
     for (i = threadIdx.x; i < HEADS * D; i += blockDim.x) {
         float x = ob[i];
         for (uint32_t w = 1; w < RD_WARPS(1); w++)
