@@ -74,8 +74,21 @@ struct tc_shape {
 
 /* The register-decode kernel (tensor_rd.cu, 2-bit tensors): its shape for
  * head dim `dim`, its block sharing chunks (coop, dim >= 128, reference
- * layout) or not, and the launch of that shape over `blocks` blocks. */
+ * layout) or not. */
 tc_shape mf__rd_shape(uint32_t dim, int coop);
-void mf__rd_launch(const tc_args &a, const tc_shape &sh, uint32_t blocks);
+
+/* Programmatic dependent launch (sm_90 on; a no-op before). The attention
+ * kernels are launched so that each may start while the kernel before it
+ * in the stream (the previous call's merge, the call's own partial states)
+ * still runs: a block does what needs no global memory (rd_kernel builds
+ * its table) and then waits here for that kernel to finish and its writes
+ * to show, before it reads or writes global memory. Past the wait it lets
+ * the next kernel start the same way. A kernel launched without the
+ * attribute passes the wait at once. */
+__device__ static inline void tc_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 #endif

@@ -341,6 +341,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         for (uint32_t k = 0; k < RD_COPIES(COOP) / 4; k++)
             ((uint4 *)lut)[i * (RD_COPIES(COOP) / 4) + k] = make_uint4(e, e, e, e);
     }
+    tc_pdl_wait();
     /* B fragments of Q^T: head g, channels 16 ks + 2j (+ 1) and + 8 */
 #pragma unroll
     for (uint32_t kl = 0; kl < sh::KS; kl++)
@@ -505,8 +506,4 @@ tc_shape mf__rd_shape(uint32_t dim, int coop) {
     sh.workers = coop ? 1 : RD_WARPS(coop);
     sh.smem = rd_smem(dim, coop);
     return sh;
-}
-
-void mf__rd_launch(const tc_args &a, const tc_shape &sh, uint32_t blocks) {
-    ((rd_fn)sh.fn)<<<blocks, sh.threads, sh.smem>>>(a);
 }
