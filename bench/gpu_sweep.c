@@ -17,7 +17,8 @@
  * repeated along T: the work per token is that of real synthetic data,
  * without synthesizing gigabytes on the host.
  *
- * usage: mustafar-gpu-sweep [--batch B ...] [--tokens T ...] [--quick] */
+ * usage: mustafar-gpu-sweep [--batch B ...] [--tokens T ...] [--bits 2|4 ...] [--quick]
+ * (--quick: s 0.7 only, and 2 bits unless --bits says). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,17 +187,20 @@ static void append(const uint16_t *hk, const uint16_t *hv) {
 
 int main(int argc, char **argv) {
     uint32_t batches[8] = {1, 8, 32}, tokens[16] = {1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
-    int nb = 3, nt = 8, a, b, t, quick = 0;
+    uint32_t widths[8] = {0};
+    int nb = 3, nt = 8, nw = 0, a, b, t, quick = 0;
     for (a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--quick")) {
             quick = 1;
-        } else if (!strcmp(argv[a], "--batch") || !strcmp(argv[a], "--tokens")) {
-            uint32_t *list = argv[a][2] == 'b' ? batches : tokens;
-            int *n = argv[a][2] == 'b' ? &nb : &nt;
+        } else if (!strcmp(argv[a], "--batch") || !strcmp(argv[a], "--tokens") ||
+                   !strcmp(argv[a], "--bits")) {
+            uint32_t *list = argv[a][3] == 'a' ? batches : argv[a][3] == 'i' ? widths : tokens;
+            int *n = argv[a][3] == 'a' ? &nb : argv[a][3] == 'i' ? &nw : &nt;
             for (*n = 0; a + 1 < argc && argv[a + 1][0] != '-' && *n < 8; (*n)++)
                 list[*n] = (uint32_t)strtoul(argv[++a], NULL, 10);
         } else {
-            fprintf(stderr, "usage: mustafar-gpu-sweep [--batch B ...] [--tokens T ...] [--quick]\n");
+            fprintf(stderr, "usage: mustafar-gpu-sweep [--batch B ...] [--tokens T ...] [--bits 2|4 ...] "
+                            "[--quick]\n");
             return 2;
         }
     }
@@ -219,9 +223,13 @@ int main(int argc, char **argv) {
             double s;
             uint32_t bits;
             for (s = 0.5; s < 0.75; s += 0.2)
-                for (bits = 2; bits <= 4; bits += 2)
-                    if (!quick || (s > 0.6 && bits == 2))
+                for (bits = 2; bits <= 4; bits += 2) {
+                    int w, take = nw ? 0 : !quick || bits == 2;
+                    for (w = 0; w < nw; w++)
+                        take |= widths[w] == bits;
+                    if (take && (!quick || s > 0.6))
                         run(batches[b], tokens[t], s, bits, hk, hv, hq);
+                }
         }
         free(hk);
         free(hv);
