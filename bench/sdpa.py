@@ -45,6 +45,8 @@ def queued(fn, reps=51):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--bits", type=int, nargs="+", help="ignored: dense attention has no code width "
+                    "(accepted so that a sweep's arguments can be passed on)")
     ap.add_argument("--tokens", type=int, nargs="+",
                     default=[1024 << i for i in range(8)])
     a = ap.parse_args()
