@@ -1,7 +1,8 @@
 /* test_regdecode.c - the CUDA tensor-core kernel's register decode of
- * 2-bit tiles (backends/cuda/regdecode.h, the same C the device runs with
- * prmt emulated) against the format: every element of random tiles, of
- * every density and of tables of either sign, as mf_dequant gives it. */
+ * 2- and 4-bit tiles (backends/cuda/regdecode.h, the same C the device
+ * runs with prmt emulated) against the format: every element of random
+ * tiles, of every density, of tables of either sign and (4 bits) of any
+ * finite scale and zero, as mf_dequant gives it. */
 #include <criterion/criterion.h>
 
 #include "../backends/cuda/regdecode.h"
@@ -36,7 +37,7 @@ static void check_tile(uint64_t bm, const uint32_t code[64], uint16_t sh, uint16
     for (j = 0; j < 4; j++) {
         uint32_t out[8], k;
         cr_assert_eq(b[j] >> 31, neg);
-        mf_rd_part(w[j], b[j], mf_rd_lut(b[j] >> 7 & 0xffu), mf_rd_lut(b[j] >> 16 & 0xffu), lo,
+        mf_rd_part(w[j], b[j], mf_rd_lut(b[j] >> 7 & 0xffu, 2), mf_rd_lut(b[j] >> 16 & 0xffu, 2), lo,
                    hi, out);
         for (k = 0; k < 16; k++) {
             uint32_t e = 16 * j + k;
@@ -49,10 +50,12 @@ static void check_tile(uint64_t bm, const uint32_t code[64], uint16_t sh, uint16
 }
 
 Test(regdecode, lut_ranks) {
-    cr_assert_eq(mf_rd_lut(0x00), 0x77777777u);
-    cr_assert_eq(mf_rd_lut(0xff), 0x76543210u);
-    cr_assert_eq(mf_rd_lut(0x05), 0x77777170u); /* elements 0 and 2 */
-    cr_assert_eq(mf_rd_lut(0x80), 0x07777777u);
+    cr_assert_eq(mf_rd_lut(0x00, 2), 0x77777777u);
+    cr_assert_eq(mf_rd_lut(0xff, 2), 0x76543210u);
+    cr_assert_eq(mf_rd_lut(0x05, 2), 0x77777170u); /* elements 0 and 2 */
+    cr_assert_eq(mf_rd_lut(0x80, 2), 0x07777777u);
+    cr_assert_eq(mf_rd_lut(0x05, 4), 0x88888180u);
+    cr_assert_eq(mf_rd_lut(0xff, 4), 0x76543210u);
 }
 
 Test(regdecode, prmt_emulation) {
@@ -60,27 +63,69 @@ Test(regdecode, prmt_emulation) {
     cr_assert_eq(mf_rd_prmt(0x00800000u, 0u, 0x8a98u), 0x00ff0000u);
 }
 
-Test(regdecode, every_element_of_random_tiles) {
-    static const uint32_t dens[] = {0, 1, 8, 19, 32, 45, 63, 64};
-    uint64_t s = 77;
-    uint32_t t, i;
-    for (t = 0; t < 20000; t++) {
-        uint32_t code[64];
-        uint16_t sh, zh;
-        uint64_t bm = rand_bitmap(&s, dens[t % 8]);
-        float mn = mf_h2f(th_half(&s, 4.0f)), mx = mf_h2f(th_half(&s, 4.0f)), x;
-        if (t % 5 == 1) /* one-signed tiles: zero points outside 0..3 */
-            mn = mx > 0 ? mx * 0.25f : mx * 4.0f;
-        if (t % 7 == 2) /* tiny ranges: subnormal scales */
-            mx = mn + 1e-6f;
-        if (mn > mx) {
-            x = mn;
-            mn = mx;
-            mx = x;
+/* A 4-bit tile (bm, codes, sh, zh) decoded byte by byte as the kernel
+ * does (windows from the packed words, mf_rd_byte4), against mf_dequant. */
+static void check_tile4(uint64_t bm, const uint32_t code[64], uint16_t sh, uint16_t zh) {
+    uint32_t p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, n = 0, i, q, r = 0;
+    uint64_t rb = mf_rd_brev64(bm);
+    float s = mf_h2f(sh), z = mf_h2f(zh);
+    for (i = 0; i < 64; i++)
+        if (mf_tile_bit(bm, i)) {
+            p[n / 8] |= code[i] << (4 * (n % 8));
+            n++;
         }
-        mf_quant_params(mn, mx, 2, &sh, &zh);
-        for (i = 0; i < 64; i++)
-            code[i] = (uint32_t)(th_next(&s) % 4);
-        check_tile(bm, code, sh, zh);
+    for (q = 0; q < 8; q++) { /* bitmap byte q: elements 8q .. 8q + 7 */
+        uint32_t byte = (uint32_t)(rb >> (8 * q)) & 0xffu, out[4], k;
+        mf_rd_byte4(mf_rd_window4(p, mf_tile_words(n, 4), r), mf_rd_lut(byte, 4), s, z, out);
+        for (k = 0; k < 8; k++) {
+            uint32_t e = 8 * q + k;
+            uint16_t got = (uint16_t)(out[k / 2] >> (16 * (k % 2)));
+            uint16_t want = mf_tile_bit(bm, e) ? mf_dequant(code[e], s, z) : 0;
+            cr_assert_eq(got, want, "element %u: %04x, want %04x (bitmap %016llx, sh %04x zh %04x)",
+                         e, got, want, (unsigned long long)bm, sh, zh);
+        }
+        r += (uint32_t)mf_popcount64(byte);
     }
+}
+
+/* Tile t of a run (state s) of `bits`-bit codes: bitmaps of every
+ * density; scale and zero from a random range, one-signed (zero points
+ * outside the codes) or tiny (subnormal scales), or for 4 bits every
+ * third tile any finite pair a file may hold. */
+static void rand_tile(uint64_t *s, uint32_t t, uint32_t bits, uint64_t *bm, uint32_t code[64],
+                      uint16_t *sh, uint16_t *zh) {
+    static const uint32_t dens[] = {0, 1, 8, 19, 32, 45, 63, 64};
+    float mn = mf_h2f(th_half(s, 4.0f)), mx = mf_h2f(th_half(s, 4.0f)), x;
+    uint32_t i;
+    *bm = rand_bitmap(s, dens[t % 8]);
+    if (t % 5 == 1)
+        mn = mx > 0 ? mx * 0.25f : mx * 4.0f;
+    if (t % 7 == 2)
+        mx = mn + 1e-6f;
+    if (mn > mx) {
+        x = mn;
+        mn = mx;
+        mx = x;
+    }
+    mf_quant_params(mn, mx, bits, sh, zh);
+    if (bits == 4 && t % 3 == 0) {
+        *sh = (uint16_t)(th_next(s) % 0x7c00u);
+        *zh = (uint16_t)(th_next(s) % 0x7c00u | (th_next(s) % 2) << 15);
+    }
+    for (i = 0; i < 64; i++)
+        code[i] = (uint32_t)(th_next(s) % (1u << bits));
+}
+
+Test(regdecode, every_element_of_random_tiles) {
+    uint64_t s = 77, bm;
+    uint32_t bits, t, code[64];
+    uint16_t sh, zh;
+    for (bits = 2; bits <= 4; bits += 2)
+        for (t = 0; t < 20000; t++) {
+            rand_tile(&s, t, bits, &bm, code, &sh, &zh);
+            if (bits == 2)
+                check_tile(bm, code, sh, zh);
+            else
+                check_tile4(bm, code, sh, zh);
+        }
 }

@@ -1,6 +1,6 @@
-/* regdecode.h - 2-bit tiles decoded in registers for the tensor-core
- * attention (tensor_rd.cu): no shared-memory scatter, no zeroing, no
- * divergence, the same fp16 bits as mf_dequant.
+/* regdecode.h - 2- and 4-bit tiles decoded in registers for the
+ * tensor-core attention (tensor_rd.cu): no shared-memory scatter, no
+ * zeroing, no divergence, the same fp16 bits as mf_dequant.
  *
  * A tile is read in four *parts* of 16 elements (part j: elements 16j ..
  * 16j + 15), one per lane. A part becomes eight words, word k holding
@@ -17,9 +17,11 @@
  *     is negated when all its values are negative, and the caller negates
  *     the decoded words back), so absent elements read +0.
  *
- * The per-part inputs come from mf_rd_parts, once per tile. Everything
- * here is plain C (MF_HD) so the host tests check it against core's
- * decoder; on the device PRMT is the prmt instruction. */
+ * The per-part inputs come from mf_rd_parts, once per tile. A 4-bit
+ * tile's 16 values do not fit a PRMT's 8-byte table: its parts take
+ * mf_dequant's arithmetic instead (mf_rd_byte4). Everything here is plain
+ * C (MF_HD) so the host tests check it against core's decoder; on the
+ * device PRMT is the prmt instruction. */
 #ifndef MF_CUDA_REGDECODE_H
 #define MF_CUDA_REGDECODE_H
 
@@ -68,11 +70,13 @@ MF_HD uint64_t mf_rd_brev64(uint64_t x) {
 }
 
 /* Placement selector of one bitmap byte (element e at bit e): nibble e is
- * the rank of e among the set elements, or 7 where e is absent. */
-MF_HD uint32_t mf_rd_lut(uint32_t byte) {
+ * the rank of e among the set elements, or where e is absent 7 (2 bits:
+ * see mf_rd_byte's fix) or 8 (4 bits: the sign of byte 0, which
+ * mf_rd_byte4's code bytes always have set). */
+MF_HD uint32_t mf_rd_lut(uint32_t byte, uint32_t bits) {
     uint32_t r = 0, rank = 0, e;
     for (e = 0; e < 8; e++)
-        r |= (byte >> e & 1u ? rank++ : 7u) << (4 * e);
+        r |= (byte >> e & 1u ? rank++ : bits == 4u ? 8u : 7u) << (4 * e);
     return r;
 }
 
@@ -141,6 +145,52 @@ MF_HD void mf_rd_part(uint32_t w, uint32_t b, uint32_t sel0, uint32_t sel1, uint
                       uint32_t hi, uint32_t out[8]) {
     mf_rd_byte(w, b & 0x40000000u, sel0, lo, hi, out);
     mf_rd_byte(mf_rd_funnel(w, 0u, b & 31u), (b << 1) & 0x40000000u, sel1, lo, hi, out + 4);
+}
+
+/* 4 bits: the code window of a bitmap byte whose first code has rank r
+ * among the tile's nonzeros (code r + i in nibble i), from the tile's n
+ * code words at p; words past them read as 0. */
+MF_HD uint32_t mf_rd_window4(const uint32_t *p, uint32_t n, uint32_t r) {
+    uint32_t k = r >> 3, lo = k < n ? p[k] : 0u, hi = k + 1u < n ? p[k + 1u] : 0u;
+    return mf_rd_funnel(lo, hi, 4u * (r & 7u));
+}
+
+/* fp16 bits of lo (low half) and hi, each rounded to nearest even: the
+ * F2FP instruction on the device, core's rounding on the host. */
+MF_HD uint32_t mf_rd_pack(float lo, float hi) {
+#ifdef __CUDA_ARCH__
+    uint32_t d;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+#else
+    return (uint32_t)mf_f2h(hi) << 16 | mf_f2h(lo);
+#endif
+}
+
+/* 4 bits: eight elements (one bitmap byte) into out[0..3], as mf_dequant
+ * computes them: w holds their codes from the first (mf_rd_window4), sel
+ * = mf_rd_lut(byte, 4), s and z the tile's scale and zero.
+ *
+ *  1. the codes spread to bytes 0x80 + c (the top bit marks a code), and
+ *     placed by sel as in mf_rd_byte: absent elements read 0xff;
+ *  2. each element's byte goes into the low byte of 2^23 (one PRMT), so
+ *     that subtracting 2^23 + 128 gives c exactly, then (c - z) * s with
+ *     mf_dequant's two fp32 roundings and its fp16 rounding (a zero need
+ *     not be an integer, so no shortcut through 2^23 + z);
+ *  3. absent elements (bit 6 of 0xff, clear in 0x80 + c) are cleared to
+ *     +0 by a mask of their bytes' sign after a shift. */
+MF_HD void mf_rd_byte4(uint32_t w, uint32_t sel, float s, float z, uint32_t out[4]) {
+    uint32_t lo = (w & 0x0f0f0f0fu) | 0x80808080u, hi = (w >> 4 & 0x0f0f0f0fu) | 0x80808080u;
+    uint32_t s0 = mf_rd_prmt(lo, hi, 0x5140u), s1 = mf_rd_prmt(lo, hi, 0x7362u), e[2], k;
+    e[0] = mf_rd_prmt(s0, s1, sel);
+    e[1] = mf_rd_prmt(s0, s1, sel >> 16);
+    for (k = 0; k < 4; k++) {
+        const uint32_t x = e[k / 2], b = 2 * (k % 2);
+        const float c0 = MF_SUB(mf_bits_f32(mf_rd_prmt(x, 0x4b000000u, 0x7540u + b)), 8388736.0f);
+        const float c1 = MF_SUB(mf_bits_f32(mf_rd_prmt(x, 0x4b000000u, 0x7541u + b)), 8388736.0f);
+        const uint32_t absent = mf_rd_prmt(x << 1, 0u, 0x9988u + 0x1111u * b);
+        out[k] = mf_rd_pack(MF_MUL(MF_SUB(c0, z), s), MF_MUL(MF_SUB(c1, z), s)) & ~absent;
+    }
 }
 
 #endif

@@ -10,8 +10,8 @@
  * fp16, then scatters V the same way and accumulates O^T += V^T P^T
  * (M = channels, N = heads). Each chunk's tile metadata is loaded one
  * phase ahead. Warps write (m, l, O) partial states; a second kernel
- * merges them. Specialized per head dim and code width. 2-bit tensors
- * take tensor_rd.cu's kernel instead (tiles decoded in registers), which
+ * merges them. Specialized per head dim and code width. 2- and 4-bit
+ * tensors take tensor_rd.cu's kernel instead (tiles decoded in registers), which
  * shares the work split, the partial states and the merge kernel here;
  * built with -DMF_TC_RD=0 they take this one, for comparisons. Not
  * bit-identical to the reference: backends/cuda/BOUND.md bounds the
@@ -517,18 +517,18 @@ static tc_fn tc_kernel_of(const mf_desc *d, int coop) {
 }
 
 #ifndef MF_TC_RD
-#define MF_TC_RD 1 /* 0: 2-bit tensors also take tc_kernel (for comparisons) */
+#define MF_TC_RD 1 /* 0: 2- and 4-bit tensors also take tc_kernel (for comparisons) */
 #endif
 
-/* Whether a layer takes tensor_rd.cu's kernel: 2-bit tensors do. */
-static int uses_rd(const mf_desc *d) { return MF_TC_RD && d->bits == 2; }
+/* Whether a layer takes tensor_rd.cu's kernel: 2- and 4-bit tensors do. */
+static int uses_rd(const mf_desc *d) { return MF_TC_RD && (d->bits == 2 || d->bits == 4); }
 
 /* The kernel a layer takes: tensor_rd.cu's, or tc_kernel, its block
  * sharing chunks (coop) or not. */
 static tc_shape shape_of(const mf_desc *d, int coop) {
     tc_shape sh;
     if (uses_rd(d))
-        return mf__rd_shape(d->dim, coop);
+        return mf__rd_shape(d->dim, coop, d->bits);
     sh.fn = (const void *)tc_kernel_of(d, coop);
     sh.threads = WARPS * 32;
     sh.workers = coop ? 1 : WARPS;

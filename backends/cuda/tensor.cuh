@@ -2,7 +2,7 @@
  * arguments, the m16n8k16 product and the work split's kernel shape.
  * tensor.cu holds the general kernel (any code width, tiles scattered
  * into shared memory), the merge kernel and the host entry; tensor_rd.cu
- * the 2-bit kernel that decodes tiles in registers. */
+ * the 2- and 4-bit kernel that decodes tiles in registers. */
 #ifndef MF_CUDA_TENSOR_CUH
 #define MF_CUDA_TENSOR_CUH
 
@@ -72,10 +72,10 @@ struct tc_shape {
     size_t smem;
 };
 
-/* The register-decode kernel (tensor_rd.cu, 2-bit tensors): its shape for
- * head dim `dim`, its block sharing chunks (coop, dim >= 128, reference
- * layout) or not. */
-tc_shape mf__rd_shape(uint32_t dim, int coop);
+/* The register-decode kernel (tensor_rd.cu, 2- and 4-bit tensors): its
+ * shape for head dim `dim` and code width `bits`, its block sharing chunks
+ * (coop, dim >= 128, reference layout) or not. */
+tc_shape mf__rd_shape(uint32_t dim, int coop, uint32_t bits);
 
 /* Programmatic dependent launch (sm_90 on; a no-op before). The attention
  * kernels are launched so that each may start while the kernel before it

@@ -1,5 +1,5 @@
-/* tensor_rd.cu - tensor-core decode attention for 2-bit tensors, tiles
- * decoded in registers (regdecode.h): no shared-memory scatter, no
+/* tensor_rd.cu - tensor-core decode attention for 2- and 4-bit tensors,
+ * tiles decoded in registers (regdecode.h): no shared-memory scatter, no
  * zeroing, the same work per element whatever the sparsity.
  *
  * Each warp walks its own range of 64-token chunks of one KV row for 8
@@ -9,8 +9,9 @@
  * and tensor:
  *
  *  - prep: lane l takes tiles l, l + 32, ... of the warp's share:
- *    metadata and code words, the tile's table (mf_rd_table) and its
- *    four parts' inputs (mf_rd_parts) with their placement selectors go
+ *    metadata and code words, the tile's table (2 bits: mf_rd_table; 4
+ *    bits: its scale and zero) and its four parts' inputs (mf_rd_parts,
+ *    or a code window per bitmap byte) with their placement selectors go
  *    to the warp's records in shared memory;
  *  - decode: lane (g, j) = (lane / 4, lane % 4) turns part j of a tile
  *    into eight registers. For keys the tile is channel 16 ks + g (+ 8),
@@ -33,7 +34,7 @@
 /* Warps per block: each its own worker, or in COOP blocks (small layers,
  * reference layout, D >= 128) four warps sharing each chunk. */
 #define RD_WARPS(COOP) ((COOP) ? 4 : 8)
-/* mf_rd_lut per byte, RD_COPIES(COOP) copies: with 16, prep's lookups
+/* mf_rd_lut per byte (of the tensors' code width), RD_COPIES(COOP) copies: with 16, prep's lookups
  * (lane l reads copy l % 16) conflict at most 2-way and two blocks still
  * fit an SM (D 128). COOP blocks prep a quarter of the tiles, so their
  * lookups may conflict up to 8-way over 4 copies, which lets four blocks
@@ -82,22 +83,25 @@ __device__ static inline uint32_t own_tile(mf_kind kind, uint32_t warp, uint32_t
 
 /* Inputs of B tiles of a warp's share, loaded in two rounds so that a
  * caller can keep both tensors' loads in flight together: meta (bitmaps,
- * scales and zeros, starts), then words (the code words they point to). */
-template <int D, bool COOP> struct rd_in {
-    static const uint32_t B = rd_share<D, COOP>::B;
+ * scales and zeros, starts), then words (2 bits: the code words they
+ * point to; 4 bits: the code window of each bitmap byte, mf_rd_window4,
+ * so half as many tiles a batch). */
+template <int D, bool COOP, int BITS> struct rd_in {
+    static const uint32_t T = rd_share<D, COOP>::B;
+    static const uint32_t B = BITS == 4 && T > 2 ? 2 : T, WORDS = BITS == 4 ? 8 : 4;
     uint64_t bm[B], start[B], run; /* run: native layout, the next tile's start */
-    uint32_t sz[B], p[B][4], jt[B];
+    uint32_t sz[B], p[B][WORDS], jt[B];
 };
 
-template <int D, bool COOP>
+template <int D, bool COOP, int BITS>
 __device__ static inline void meta(const mf_view &c, uint32_t row, uint64_t ch, uint32_t i0,
-                                   rd_in<D, COOP> &in) {
+                                   rd_in<D, COOP, BITS> &in) {
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const uint64_t u = mf_cu_unit(c, row, ch);
     if (i0 == 0)
         in.run = c.layout == MF_LAYOUT_NATIVE ? c.offsets[u] : 0;
 #pragma unroll
-    for (uint32_t i = 0; i < rd_in<D, COOP>::B; i++) {
+    for (uint32_t i = 0; i < rd_in<D, COOP, BITS>::B; i++) {
         in.jt[i] = own_tile<D, COOP>(c.kind, warp, 32 * (i0 + i) + lane);
         const uint64_t t = u * D + in.jt[i];
         in.bm[i] = c.bitmaps[t];
@@ -110,11 +114,12 @@ __device__ static inline void meta(const mf_view &c, uint32_t row, uint64_t ch, 
  * Native tiles start after the unit's earlier tiles: a scan over the
  * lanes, which only a warp holding every tile can do (COOP blocks take
  * reference tensors only). */
-template <int D, bool COOP> __device__ static inline void words(const mf_view &c, rd_in<D, COOP> &in) {
+template <int D, bool COOP, int BITS>
+__device__ static inline void words(const mf_view &c, rd_in<D, COOP, BITS> &in) {
     const uint32_t lane = threadIdx.x % 32;
 #pragma unroll
-    for (uint32_t i = 0; i < rd_in<D, COOP>::B; i++) {
-        const uint32_t n = mf_tile_words((uint32_t)__popcll(in.bm[i]), 2);
+    for (uint32_t i = 0; i < rd_in<D, COOP, BITS>::B; i++) {
+        const uint32_t n = mf_tile_words((uint32_t)__popcll(in.bm[i]), BITS);
         if (!COOP && c.layout == MF_LAYOUT_NATIVE) {
             uint32_t incl = n, d;
             for (d = 1; d < 32; d <<= 1) {
@@ -125,44 +130,71 @@ template <int D, bool COOP> __device__ static inline void words(const mf_view &c
             in.start[i] = in.run + incl - n;
             in.run += __shfl_sync(0xffffffffu, incl, 31);
         }
-        in.p[i][0] = in.p[i][1] = in.p[i][2] = in.p[i][3] = 0u;
+#pragma unroll
+        for (uint32_t k = 0; k < rd_in<D, COOP, BITS>::WORDS; k++)
+            in.p[i][k] = 0u;
         if (!mf_cu_in_payload(c, in.start[i], n)) {
             in.bm[i] = 0;
             continue;
         }
+        if (BITS == 4) {
+            const uint64_t rb = __brevll(in.bm[i]);
+            uint32_t r = 0;
 #pragma unroll
-        for (uint32_t k = 0; k < 4; k++)
-            if (k < n)
-                in.p[i][k] = c.payload[in.start[i] + k];
+            for (uint32_t q = 0; q < 8; q++) {
+                in.p[i][q] = mf_rd_window4(c.payload + in.start[i], n, r);
+                r += (uint32_t)__popc((uint32_t)(rb >> (8 * q)) & 0xffu);
+            }
+        } else {
+#pragma unroll
+            for (uint32_t k = 0; k < 4; k++)
+                if (k < n)
+                    in.p[i][k] = c.payload[in.start[i] + k];
+        }
     }
 }
 
 /* Tables and part records of the loaded tiles into the warp's records:
- * rt[rec] = table, rp[j P + rec] = part j's (w, b) (mf_rd_parts) and the
- * placement selectors of its two bitmap bytes, looked up here in lut
- * (this lane's copy of the table), so that a part's decode waits on one
- * shared-memory round trip, not two. */
-template <int D, bool COOP>
-__device__ static inline void store(const rd_in<D, COOP> &in, uint2 *rt, uint4 *rp, const char *lut) {
+ * rt[rec] = table (4 bits: scale and zero as fp32), rp[j P + rec] = part
+ * j's (w, b) (mf_rd_parts; 4 bits: the code windows of its two bitmap
+ * bytes) and the placement selectors of its two bitmap bytes, looked up
+ * here in lut (this lane's copy of the table), so that a part's decode
+ * waits on one shared-memory round trip, not two. */
+template <int D, bool COOP, int BITS>
+__device__ static inline void store(const rd_in<D, COOP, BITS> &in, uint2 *rt, uint4 *rp,
+                                    const char *lut) {
     const uint32_t L = log2_of(4 * RD_COPIES(COOP)); /* a lut row's bytes */
 #pragma unroll
-    for (uint32_t i = 0; i < rd_in<D, COOP>::B; i++) {
+    for (uint32_t i = 0; i < rd_in<D, COOP, BITS>::B; i++) {
         const uint32_t r = rec_of(in.jt[i]);
         const float s = __half2float(__ushort_as_half((uint16_t)in.sz[i]));
         const float z = __half2float(__ushort_as_half((uint16_t)(in.sz[i] >> 16)));
         uint32_t lo, hi, w[4], b[4];
         uint16_t v[4];
+        if (BITS == 4) {
+            const uint64_t rb = __brevll(in.bm[i]);
+            rt[r] = make_uint2(__float_as_uint(s), __float_as_uint(z));
 #pragma unroll
-        for (uint32_t code = 0; code < 4; code++)
-            v[code] = dequant(code, s, z);
-        mf_rd_parts(in.bm[i], in.p[i][0], in.p[i][1], in.p[i][2], in.p[i][3], mf_rd_table(v, &lo, &hi),
-                    w, b);
-        rt[r] = make_uint2(lo, hi);
+            for (uint32_t k = 0; k < 4; k++) { /* part k: bitmap bytes 2k, 2k + 1 */
+                const uint32_t b0 = (uint32_t)(rb >> (16 * k)) & 0xffu;
+                const uint32_t b1 = (uint32_t)(rb >> (16 * k + 8)) & 0xffu;
+                rp[k * rd_recs<D>::P + r] = make_uint4(in.p[i][2 * k], in.p[i][2 * k + 1],
+                                                       *(const uint32_t *)(lut + (b0 << L)),
+                                                       *(const uint32_t *)(lut + (b1 << L)));
+            }
+        } else {
 #pragma unroll
-        for (uint32_t k = 0; k < 4; k++) /* b0 at bits 7-14, b1 at 16-23 */
-            rp[k * rd_recs<D>::P + r] =
-                make_uint4(w[k], b[k], *(const uint32_t *)(lut + ((b[k] >> (7 - L)) & (0xffu << L))),
-                           *(const uint32_t *)(lut + ((b[k] >> (16 - L)) & (0xffu << L))));
+            for (uint32_t code = 0; code < 4; code++)
+                v[code] = dequant(code, s, z);
+            mf_rd_parts(in.bm[i], in.p[i][0], in.p[i][1], in.p[i][2], in.p[i][3],
+                        mf_rd_table(v, &lo, &hi), w, b);
+            rt[r] = make_uint2(lo, hi);
+#pragma unroll
+            for (uint32_t k = 0; k < 4; k++) /* b0 at bits 7-14, b1 at 16-23 */
+                rp[k * rd_recs<D>::P + r] = make_uint4(
+                    w[k], b[k], *(const uint32_t *)(lut + ((b[k] >> (7 - L)) & (0xffu << L))),
+                    *(const uint32_t *)(lut + ((b[k] >> (16 - L)) & (0xffu << L))));
+        }
     }
 }
 
@@ -170,27 +202,32 @@ __device__ static inline void store(const rd_in<D, COOP> &in, uint2 *rt, uint4 *
  * metadata loads, then their code words, all in flight before any is
  * used. (A COOP warp has one batch per tensor and calls the three steps
  * itself, so as to load both tensors together.) */
-template <int D>
+template <int D, int BITS>
 __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *rt, uint4 *rp,
                             const char *lut) {
-    rd_in<D, false> in;
+    rd_in<D, false, BITS> in;
 #pragma unroll
-    for (uint32_t i0 = 0; i0 < rd_share<D, false>::TILES; i0 += rd_in<D, false>::B) {
-        meta<D, false>(c, row, ch, i0, in);
-        words<D, false>(c, in);
-        store<D, false>(in, rt, rp, lut);
+    for (uint32_t i0 = 0; i0 < rd_share<D, false>::TILES; i0 += rd_in<D, false, BITS>::B) {
+        meta<D, false, BITS>(c, row, ch, i0, in);
+        words<D, false, BITS>(c, in);
+        store<D, false, BITS>(in, rt, rp, lut);
     }
 }
 
 /* Part j of tile jt from the records, transposed (see the header). */
-template <int D>
+template <int D, int BITS>
 __device__ static inline void part(const uint2 *rt, const uint4 *rp, uint32_t jt, uint32_t j,
                                    uint32_t x[8]) {
     const uint32_t r = rec_of(jt);
     const uint2 tb = rt[r];
     const uint4 q = rp[j * rd_recs<D>::P + r];
-    mf_rd_part(q.x, q.y, q.z, q.w, tb.x, tb.y, x);
-    if (__any_sync(0xffffffffu, q.y >> 31)) { /* a negated table: flip back */
+    if (BITS == 4) {
+        mf_rd_byte4(q.x, q.z, __uint_as_float(tb.x), __uint_as_float(tb.y), x);
+        mf_rd_byte4(q.y, q.w, __uint_as_float(tb.x), __uint_as_float(tb.y), x + 4);
+    } else {
+        mf_rd_part(q.x, q.y, q.z, q.w, tb.x, tb.y, x);
+    }
+    if (BITS == 2 && __any_sync(0xffffffffu, q.y >> 31)) { /* a negated table: flip back */
         const uint32_t f = (q.y >> 31) * 0x80008000u;
 #pragma unroll
         for (uint32_t k = 0; k < 8; k++)
@@ -229,7 +266,7 @@ __device__ static void window_part(const mf_view &c, uint32_t row, uint32_t n, m
 
 /* S^T += K Q^T over KS channel steps from ks0 (WIN: the dense window of n
  * tokens); qf holds Q^T's fragments of those steps. */
-template <int D, bool WIN, uint32_t KS>
+template <int D, int BITS, bool WIN, uint32_t KS>
 __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_t n,
                                          const uint2 *rt, const uint4 *rp, uint32_t ks0,
                                          const uint32_t (&qf)[KS][2], float (&s)[4][4]) {
@@ -242,8 +279,8 @@ __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_
             window_part<D>(c, row, n, MF_KEY, 16 * ks + g, j, x0);
             window_part<D>(c, row, n, MF_KEY, 16 * ks + 8 + g, j, x1);
         } else {
-            part<D>(rt, rp, 16 * ks + g, j, x0);
-            part<D>(rt, rp, 16 * ks + 8 + g, j, x1);
+            part<D, BITS>(rt, rp, 16 * ks + g, j, x0);
+            part<D, BITS>(rt, rp, 16 * ks + 8 + g, j, x1);
         }
 #pragma unroll
         for (uint32_t mt = 0; mt < 4; mt++) {
@@ -256,7 +293,7 @@ __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_
 /* O^T += V^T P^T over VS token steps from ks0: per channel block, value
  * tiles of tokens t0 = 16 (g/2) + 4 ks + g%2 and t0 + 2; pb holds P^T's
  * fragments of those steps. */
-template <int D, bool WIN, uint32_t VS>
+template <int D, int BITS, bool WIN, uint32_t VS>
 __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint32_t n,
                                             const uint2 *rt, const uint4 *rp, uint32_t ks0,
                                             const uint32_t (&pb)[VS][2], float (&o)[D / 16][4]) {
@@ -271,8 +308,8 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
                 window_part<D>(c, row, n, MF_VALUE, t0, j, x0);
                 window_part<D>(c, row, n, MF_VALUE, t0 + 2, j, x1);
             } else {
-                part<D>(rt, rp, t0, j, x0);
-                part<D>(rt, rp, t0 + 2, j, x1);
+                part<D, BITS>(rt, rp, t0, j, x0);
+                part<D, BITS>(rt, rp, t0 + 2, j, x1);
             }
 #pragma unroll
             for (uint32_t mm = 0; mm < 4; mm++) {
@@ -316,7 +353,7 @@ __device__ static inline uint32_t out_channel(uint32_t mt, uint32_t r) {
  * to its own sum and accumulators, and these are summed in warp order at
  * the end (BOUND.md). For small layers (tensor.cu's plan), where a few
  * chunks' latency is the call's. */
-template <int D, bool COOP>
+template <int D, bool COOP, int BITS>
 __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2) * (COOP ? 2 : 1))
     rd_kernel(tc_args a) {
     typedef rd_share<D, COOP> sh;
@@ -337,7 +374,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     float o[D / 16][4], mrun[2] = {ninf, ninf}, lrun[2] = {0.0f, 0.0f}, *part_out;
     uint32_t qf[sh::KS][2], i;
     for (i = threadIdx.x; i < 256; i += blockDim.x) { /* each entry once, stored 4 copies at a time */
-        const uint32_t e = mf_rd_lut(i);
+        const uint32_t e = mf_rd_lut(i, BITS);
         for (uint32_t k = 0; k < RD_COPIES(COOP) / 4; k++)
             ((uint4 *)lut)[i * (RD_COPIES(COOP) / 4) + k] = make_uint4(e, e, e, e);
     }
@@ -361,19 +398,19 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         const uint32_t n = ch == a.k.blocks ? a.k.tokens % MF_TILE : MF_TILE;
         float s[4][4], cmax[2], lsum[2], alpha[2];
         uint32_t pb[sh::VS][2];
-        rd_in<D, COOP> vin;
+        rd_in<D, COOP, BITS> vin;
         /* S^T[token][head] = K Q^T. A COOP warp has one batch of tiles per
          * tensor: V's loads go out with K's and wait in registers. */
         if (n == MF_TILE) {
             if (COOP) {
-                rd_in<D, COOP> kin;
-                meta<D, COOP>(a.k, row, ch, 0, kin);
-                meta<D, COOP>(a.v, row, ch, 0, vin);
-                words<D, COOP>(a.k, kin);
-                words<D, COOP>(a.v, vin);
-                store<D, COOP>(kin, rt, rp, lutc);
+                rd_in<D, COOP, BITS> kin;
+                meta<D, COOP, BITS>(a.k, row, ch, 0, kin);
+                meta<D, COOP, BITS>(a.v, row, ch, 0, vin);
+                words<D, COOP, BITS>(a.k, kin);
+                words<D, COOP, BITS>(a.v, vin);
+                store<D, COOP, BITS>(kin, rt, rp, lutc);
             } else {
-                prep<D>(a.k, row, ch, rt, rp, lutc);
+                prep<D, BITS>(a.k, row, ch, rt, rp, lutc);
             }
         }
         __syncwarp();
@@ -381,17 +418,17 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         for (uint32_t mt = 0; mt < 4; mt++)
             s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.0f;
         if (n == MF_TILE)
-            key_scores<D, false, sh::KS>(a.k, row, n, rt, rp, ks0, qf, s);
+            key_scores<D, BITS, false, sh::KS>(a.k, row, n, rt, rp, ks0, qf, s);
         else
-            key_scores<D, true, sh::KS>(a.k, row, n, rt, rp, ks0, qf, s);
+            key_scores<D, BITS, true, sh::KS>(a.k, row, n, rt, rp, ks0, qf, s);
         if (COOP)
             coop_scores(xs, s);
         __syncwarp();
         if (n == MF_TILE) { /* V's records, while the softmax runs */
             if (COOP)
-                store<D, COOP>(vin, rt, rp, lutc);
+                store<D, COOP, BITS>(vin, rt, rp, lutc);
             else
-                prep<D>(a.v, row, ch, rt, rp, lutc);
+                prep<D, BITS>(a.v, row, ch, rt, rp, lutc);
         }
         /* Online softmax; this lane holds heads 2j + {0, 1} of tokens
          * 16 (g/2) + 4 mt + g%2 (+ 2 for r >= 2). */
@@ -433,9 +470,9 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
                 o[mt][r] = MF_MUL(o[mt][r], alpha[r % 2]);
         __syncwarp();
         if (n == MF_TILE)
-            value_combine<D, false, sh::VS>(a.v, row, n, rt, rp, vs0, pb, o);
+            value_combine<D, BITS, false, sh::VS>(a.v, row, n, rt, rp, vs0, pb, o);
         else
-            value_combine<D, true, sh::VS>(a.v, row, n, rt, rp, vs0, pb, o);
+            value_combine<D, BITS, true, sh::VS>(a.v, row, n, rt, rp, vs0, pb, o);
         __syncwarp();
     }
     part_out = a.part + (((size_t)row * a.tiles + tile) * a.workers + worker) * HEADS * (D + 2);
@@ -486,12 +523,18 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
 
 typedef void (*rd_fn)(tc_args);
 
+template <int BITS> static rd_fn rd_bits(uint32_t dim, int coop) {
+    if (coop)
+        return dim == 128 ? rd_kernel<128, true, BITS> : rd_kernel<256, true, BITS>;
+    return dim == 64    ? rd_kernel<64, false, BITS>
+           : dim == 128 ? rd_kernel<128, false, BITS>
+                        : rd_kernel<256, false, BITS>;
+}
+
 /* COOP blocks need D >= 128 (a quarter of the channels is at least one
  * channel step per warp); tensor.cu's plan asks for them only then. */
-static rd_fn rd_of(uint32_t dim, int coop) {
-    if (coop)
-        return dim == 128 ? rd_kernel<128, true> : rd_kernel<256, true>;
-    return dim == 64 ? rd_kernel<64, false> : dim == 128 ? rd_kernel<128, false> : rd_kernel<256, false>;
+static rd_fn rd_of(uint32_t dim, int coop, uint32_t bits) {
+    return bits == 4 ? rd_bits<4>(dim, coop) : rd_bits<2>(dim, coop);
 }
 
 static size_t rd_smem(uint32_t dim, int coop) {
@@ -499,9 +542,9 @@ static size_t rd_smem(uint32_t dim, int coop) {
     return (size_t)1024 * RD_COPIES(coop) + RD_WARPS(coop) * recs + (coop ? RD_XS_FLOATS * 4 : 0);
 }
 
-tc_shape mf__rd_shape(uint32_t dim, int coop) {
+tc_shape mf__rd_shape(uint32_t dim, int coop, uint32_t bits) {
     tc_shape sh;
-    sh.fn = (const void *)rd_of(dim, coop);
+    sh.fn = (const void *)rd_of(dim, coop, bits);
     sh.threads = RD_WARPS(coop) * 32;
     sh.workers = coop ? 1 : RD_WARPS(coop);
     sh.smem = rd_smem(dim, coop);
