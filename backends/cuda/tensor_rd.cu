@@ -42,6 +42,10 @@
 #define RD_COPIES(COOP) ((COOP) ? 4 : 16)
 /* COOP: the warps' partial scores, 16 floats a lane */
 #define RD_XS_FLOATS (RD_WARPS(1) * 16 * 32)
+/* Worker warps of 4-bit tensors run rolled loops (frag); their B
+ * fragments take RD_ROLL_WORDS(D) words of shared memory in xs's place. */
+#define RD_ROLL(COOP, BITS) (!(COOP) && (BITS) == 4)
+#define RD_ROLL_WORDS(D) (64 * (D) / 16 + RD_WARPS(0) * 64 * 4)
 
 __host__ __device__ constexpr uint32_t log2_of(uint32_t x) { return x > 1 ? 1 + log2_of(x / 2) : 0; }
 
@@ -264,14 +268,32 @@ __device__ static void window_part(const mf_view &c, uint32_t row, uint32_t n, m
     }
 }
 
+/* Rolled loops (ROLL: worker warps of 4-bit tensors). Unrolled, their
+ * decode overflows the instruction cache; rolled, the loops' B fragments
+ * (Q^T's, P^T's) come from shared memory, fragment k of this lane at
+ * sm[64 k + lane] and sm[64 k + 32 + lane], not from registers, which a
+ * loop index would send to local memory. */
+template <bool ROLL, uint32_t N>
+__device__ static inline void frag(const uint32_t (&f)[N][2], const uint32_t *sm, uint32_t k,
+                                   uint32_t kl, uint32_t b[2]) {
+    if (ROLL) {
+        b[0] = sm[64 * k + threadIdx.x % 32];
+        b[1] = sm[64 * k + 32 + threadIdx.x % 32];
+    } else {
+        b[0] = f[kl][0];
+        b[1] = f[kl][1];
+    }
+}
+
 /* S^T += K Q^T over KS channel steps from ks0 (WIN: the dense window of n
- * tokens); qf holds Q^T's fragments of those steps. */
-template <int D, int BITS, bool WIN, uint32_t KS>
+ * tokens); qf (ROLL: qsm) holds Q^T's fragments of those steps. */
+template <int D, int BITS, bool WIN, bool ROLL, uint32_t KS>
 __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_t n,
                                          const uint2 *rt, const uint4 *rp, uint32_t ks0,
-                                         const uint32_t (&qf)[KS][2], float (&s)[4][4]) {
+                                         const uint32_t (&qf)[KS][2], const uint32_t *qsm,
+                                         float (&s)[4][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
-#pragma unroll
+#pragma unroll(ROLL ? 1 : KS)
     for (uint32_t kl = 0; kl < KS; kl++) {
         const uint32_t ks = ks0 + kl;
         uint32_t x0[8], x1[8];
@@ -282,24 +304,29 @@ __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_
             part<D, BITS>(rt, rp, 16 * ks + g, j, x0);
             part<D, BITS>(rt, rp, 16 * ks + 8 + g, j, x1);
         }
+        uint32_t qb[2];
+        frag<ROLL>(qf, qsm, ks, kl, qb);
 #pragma unroll
         for (uint32_t mt = 0; mt < 4; mt++) {
             const uint32_t av[4] = {x0[2 * mt], x0[2 * mt + 1], x1[2 * mt], x1[2 * mt + 1]};
-            mma(s[mt], av, qf[kl]);
+            mma(s[mt], av, qb);
         }
     }
 }
 
 /* O^T += V^T P^T over VS token steps from ks0: per channel block, value
- * tiles of tokens t0 = 16 (g/2) + 4 ks + g%2 and t0 + 2; pb holds P^T's
- * fragments of those steps. */
-template <int D, int BITS, bool WIN, uint32_t VS>
+ * tiles of tokens t0 = 16 (g/2) + 4 ks + g%2 and t0 + 2; pb (ROLL: psm)
+ * holds P^T's fragments of those steps. */
+template <int D, int BITS, bool WIN, bool ROLL, uint32_t VS>
 __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint32_t n,
                                             const uint2 *rt, const uint4 *rp, uint32_t ks0,
-                                            const uint32_t (&pb)[VS][2], float (&o)[D / 16][4]) {
+                                            const uint32_t (&pb)[VS][2], const uint32_t *psm,
+                                            float (&o)[D / 16][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
-#pragma unroll
-    for (uint32_t kl = 0; kl < VS; kl++)
+#pragma unroll(ROLL ? 1 : VS)
+    for (uint32_t kl = 0; kl < VS; kl++) {
+        uint32_t pk[2];
+        frag<ROLL>(pb, psm, kl, kl, pk);
 #pragma unroll
         for (uint32_t cb = 0; cb < D / 64; cb++) {
             const uint32_t t0 = 64 * cb + 16 * (g / 2) + 4 * (ks0 + kl) + g % 2;
@@ -314,9 +341,10 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
 #pragma unroll
             for (uint32_t mm = 0; mm < 4; mm++) {
                 const uint32_t av[4] = {x0[2 * mm], x0[2 * mm + 1], x1[2 * mm], x1[2 * mm + 1]};
-                mma(o[4 * cb + mm], av, pb[kl]);
+                mma(o[4 * cb + mm], av, pk);
             }
         }
+    }
 }
 
 /* COOP: the block's summed scores, S = ((S_0 + S_1) + S_2) + S_3 over the
@@ -364,6 +392,8 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     uint2 *rt = (uint2 *)(recs + warp * rd_recs<D>::BYTES);
     uint4 *rp = (uint4 *)(rt + rd_recs<D>::N);
     float *xs = (float *)(recs + RD_WARPS(COOP) * rd_recs<D>::BYTES); /* COOP: partial scores */
+    const bool ROLL = RD_ROLL(COOP, BITS); /* not COOP: sm holds Q^T's, then each warp's P^T's fragments */
+    uint32_t *qsm = (uint32_t *)xs, *psm = qsm + 64 * sh::KS + warp * 64 * sh::VS;
     const char *lutc = (const char *)lut + 4 * (lane % RD_COPIES(COOP));
     const uint32_t split = blockIdx.x % a.splits, tile = blockIdx.x / a.splits % a.tiles;
     const uint32_t row = blockIdx.x / (a.splits * a.tiles);
@@ -379,14 +409,19 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
             ((uint4 *)lut)[i * (RD_COPIES(COOP) / 4) + k] = make_uint4(e, e, e, e);
     }
     tc_pdl_wait();
-    /* B fragments of Q^T: head g, channels 16 ks + 2j (+ 1) and + 8 */
+    /* B fragments of Q^T: head g, channels 16 ks + 2j (+ 1) and + 8 (ROLL:
+     * warp 0 stores them for all) */
 #pragma unroll
     for (uint32_t kl = 0; kl < sh::KS; kl++)
 #pragma unroll
         for (uint32_t h = 0; h < 2; h++) {
             const uint16_t *q =
                 a.q + ((size_t)row * a.group + hd) * D + 16 * (ks0 + kl) + 8 * h + 2 * j;
-            qf[kl][h] = hd < a.group ? (uint32_t)q[1] << 16 | q[0] : 0u;
+            const uint32_t x = hd < a.group ? (uint32_t)q[1] << 16 | q[0] : 0u;
+            if (!ROLL)
+                qf[kl][h] = x;
+            else if (warp == 0)
+                qsm[64 * kl + 32 * h + lane] = x;
         }
 #pragma unroll
     for (uint32_t mt = 0; mt < D / 16; mt++)
@@ -418,9 +453,9 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         for (uint32_t mt = 0; mt < 4; mt++)
             s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.0f;
         if (n == MF_TILE)
-            key_scores<D, BITS, false, sh::KS>(a.k, row, n, rt, rp, ks0, qf, s);
+            key_scores<D, BITS, false, ROLL, sh::KS>(a.k, row, n, rt, rp, ks0, qf, qsm, s);
         else
-            key_scores<D, BITS, true, sh::KS>(a.k, row, n, rt, rp, ks0, qf, s);
+            key_scores<D, BITS, true, ROLL, sh::KS>(a.k, row, n, rt, rp, ks0, qf, qsm, s);
         if (COOP)
             coop_scores(xs, s);
         __syncwarp();
@@ -459,8 +494,13 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
                 e16[r] = __half_as_ushort(__float2half_rn(e));
             }
             /* P^T as B fragments: tokens 16j + 4 (mt or vs0) + {0, 1} (+ 2), head g */
-            pb[mt][0] = movm(e16[1] << 16 | e16[0]);
-            pb[mt][1] = movm(e16[3] << 16 | e16[2]);
+            if (ROLL) {
+                psm[64 * mt + lane] = movm(e16[1] << 16 | e16[0]);
+                psm[64 * mt + 32 + lane] = movm(e16[3] << 16 | e16[2]);
+            } else {
+                pb[mt][0] = movm(e16[1] << 16 | e16[0]);
+                pb[mt][1] = movm(e16[3] << 16 | e16[2]);
+            }
         }
         tc_softmax_sum(lsum, alpha, lrun);
 #pragma unroll
@@ -470,9 +510,9 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
                 o[mt][r] = MF_MUL(o[mt][r], alpha[r % 2]);
         __syncwarp();
         if (n == MF_TILE)
-            value_combine<D, BITS, false, sh::VS>(a.v, row, n, rt, rp, vs0, pb, o);
+            value_combine<D, BITS, false, ROLL, sh::VS>(a.v, row, n, rt, rp, vs0, pb, psm, o);
         else
-            value_combine<D, BITS, true, sh::VS>(a.v, row, n, rt, rp, vs0, pb, o);
+            value_combine<D, BITS, true, ROLL, sh::VS>(a.v, row, n, rt, rp, vs0, pb, psm, o);
         __syncwarp();
     }
     part_out = a.part + (((size_t)row * a.tiles + tile) * a.workers + worker) * HEADS * (D + 2);
@@ -537,9 +577,10 @@ static rd_fn rd_of(uint32_t dim, int coop, uint32_t bits) {
     return bits == 4 ? rd_bits<4>(dim, coop) : rd_bits<2>(dim, coop);
 }
 
-static size_t rd_smem(uint32_t dim, int coop) {
+static size_t rd_smem(uint32_t dim, int coop, uint32_t bits) {
     const size_t recs = dim == 64 ? rd_recs<64>::BYTES : dim == 128 ? rd_recs<128>::BYTES : rd_recs<256>::BYTES;
-    return (size_t)1024 * RD_COPIES(coop) + RD_WARPS(coop) * recs + (coop ? RD_XS_FLOATS * 4 : 0);
+    return (size_t)1024 * RD_COPIES(coop) + RD_WARPS(coop) * recs + (coop ? RD_XS_FLOATS * 4 : 0) +
+           (RD_ROLL(coop, bits) ? RD_ROLL_WORDS(dim) * 4 : 0);
 }
 
 tc_shape mf__rd_shape(uint32_t dim, int coop, uint32_t bits) {
@@ -547,6 +588,6 @@ tc_shape mf__rd_shape(uint32_t dim, int coop, uint32_t bits) {
     sh.fn = (const void *)rd_of(dim, coop, bits);
     sh.threads = RD_WARPS(coop) * 32;
     sh.workers = coop ? 1 : RD_WARPS(coop);
-    sh.smem = rd_smem(dim, coop);
+    sh.smem = rd_smem(dim, coop, bits);
     return sh;
 }
