@@ -34,11 +34,11 @@
 /* Warps per block: each its own worker, or in COOP blocks (small layers,
  * reference layout, D >= 128) four warps sharing each chunk. */
 #define RD_WARPS(COOP) ((COOP) ? 4 : 8)
-/* mf_rd_lut per byte (of the tensors' code width), RD_COPIES(COOP) copies: with 16, prep's lookups
- * (lane l reads copy l % 16) conflict at most 2-way and two blocks still
- * fit an SM (D 128). COOP blocks prep a quarter of the tiles, so their
- * lookups may conflict up to 8-way over 4 copies, which lets four blocks
- * fit (D 128). */
+/* mf_rd_lut per byte (for the tensors' code width), RD_COPIES(COOP)
+ * copies: with 16, prep's lookups (lane l reads copy l % 16) conflict at
+ * most 2-way and two blocks still fit an SM (D 128). COOP blocks prep a
+ * quarter of the tiles, so their lookups may conflict up to 8-way over 4
+ * copies, which lets four blocks fit (D 128). */
 #define RD_COPIES(COOP) ((COOP) ? 4 : 16)
 /* COOP: the warps' partial scores, 16 floats a lane */
 #define RD_XS_FLOATS (RD_WARPS(1) * 16 * 32)
