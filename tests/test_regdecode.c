@@ -63,10 +63,11 @@ Test(regdecode, prmt_emulation) {
     cr_assert_eq(mf_rd_prmt(0x00800000u, 0u, 0x8a98u), 0x00ff0000u);
 }
 
-/* A 4-bit tile (bm, codes, sh, zh) decoded byte by byte as the kernel
- * does (windows from the packed words, mf_rd_byte4), against mf_dequant. */
+/* A 4-bit tile (bm, codes, sh, zh) decoded part by part as the kernel
+ * does (a window per bitmap byte from the packed words, mf_rd_part4),
+ * against mf_dequant. */
 static void check_tile4(uint64_t bm, const uint32_t code[64], uint16_t sh, uint16_t zh) {
-    uint32_t p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, n = 0, i, q, r = 0;
+    uint32_t p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, w[8], n = 0, i, q, j, r = 0;
     uint64_t rb = mf_rd_brev64(bm);
     float s = mf_h2f(sh), z = mf_h2f(zh);
     for (i = 0; i < 64; i++)
@@ -75,16 +76,20 @@ static void check_tile4(uint64_t bm, const uint32_t code[64], uint16_t sh, uint1
             n++;
         }
     for (q = 0; q < 8; q++) { /* bitmap byte q: elements 8q .. 8q + 7 */
-        uint32_t byte = (uint32_t)(rb >> (8 * q)) & 0xffu, out[4], k;
-        mf_rd_byte4(mf_rd_window4(p, mf_tile_words(n, 4), r), mf_rd_lut(byte, 4), s, z, out);
-        for (k = 0; k < 8; k++) {
-            uint32_t e = 8 * q + k;
+        w[q] = mf_rd_window4(p, mf_tile_words(n, 4), r);
+        r += (uint32_t)mf_popcount64(rb >> (8 * q) & 0xffu);
+    }
+    for (j = 0; j < 4; j++) { /* part j: bytes 2j, 2j + 1 */
+        uint32_t out[8], k;
+        mf_rd_part4(w[2 * j], w[2 * j + 1], mf_rd_lut((uint32_t)(rb >> (16 * j)) & 0xffu, 4),
+                    mf_rd_lut((uint32_t)(rb >> (16 * j + 8)) & 0xffu, 4), s, z, out);
+        for (k = 0; k < 16; k++) {
+            uint32_t e = 16 * j + k;
             uint16_t got = (uint16_t)(out[k / 2] >> (16 * (k % 2)));
             uint16_t want = mf_tile_bit(bm, e) ? mf_dequant(code[e], s, z) : 0;
             cr_assert_eq(got, want, "element %u: %04x, want %04x (bitmap %016llx, sh %04x zh %04x)",
                          e, got, want, (unsigned long long)bm, sh, zh);
         }
-        r += (uint32_t)mf_popcount64(byte);
     }
 }
 

@@ -193,4 +193,13 @@ MF_HD void mf_rd_byte4(uint32_t w, uint32_t sel, float s, float z, uint32_t out[
     }
 }
 
+/* 4 bits: a part into out[0..7] from the code windows w0, w1 of its two
+ * bitmap bytes (mf_rd_window4), their selectors (mf_rd_lut(byte, 4)) and
+ * the tile's scale and zero. */
+MF_HD void mf_rd_part4(uint32_t w0, uint32_t w1, uint32_t sel0, uint32_t sel1, float s, float z,
+                       uint32_t out[8]) {
+    mf_rd_byte4(w0, sel0, s, z, out);
+    mf_rd_byte4(w1, sel1, s, z, out + 4);
+}
+
 #endif

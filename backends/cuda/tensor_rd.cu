@@ -226,8 +226,7 @@ __device__ static inline void part(const uint2 *rt, const uint4 *rp, uint32_t jt
     const uint2 tb = rt[r];
     const uint4 q = rp[j * rd_recs<D>::P + r];
     if (BITS == 4) {
-        mf_rd_byte4(q.x, q.z, __uint_as_float(tb.x), __uint_as_float(tb.y), x);
-        mf_rd_byte4(q.y, q.w, __uint_as_float(tb.x), __uint_as_float(tb.y), x + 4);
+        mf_rd_part4(q.x, q.y, q.z, q.w, __uint_as_float(tb.x), __uint_as_float(tb.y), x);
     } else {
         mf_rd_part(q.x, q.y, q.z, q.w, tb.x, tb.y, x);
     }
