@@ -654,7 +654,8 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
                         : d->dim == 128 ? (const void *)tc_merge_kernel<128>
                                         : (const void *)tc_merge_kernel<256>;
     size_t merge_smem;
-    int cc = 0, sms = 0, sm_smem = 0, pdl;
+    cudaFuncAttributes fa, fm;
+    int dev = 0, cc = 0, sms = 0, sm_smem = 0, pdl;
     if (v->desc.bits != d->bits) /* the kernels are specialized for one code width */
         return MF_ERR_UNSUPPORTED;
     if ((st = mf__cu_attend_views(k, v, workspace, &a.k, &a.v)) != MF_OK ||
@@ -664,10 +665,15 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
         return st;
     a.q = q;
     a.part = (float *)rest;
-    MF_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, 0));
-    pdl = MF_PDL && cc >= 9;
-    MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    MF_CU(cudaDeviceGetAttribute(&sm_smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0));
+    MF_CU(cudaGetDevice(&dev));
+    MF_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+    MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    MF_CU(cudaDeviceGetAttribute(&sm_smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    MF_CU(cudaFuncGetAttributes(&fa, sh.fn));
+    MF_CU(cudaFuncGetAttributes(&fm, merge));
+    /* Only code compiled for sm_90 on waits (tc_pdl_wait): a binary that
+     * the driver compiles from older PTX runs its kernels in plain order. */
+    pdl = MF_PDL && cc >= 9 && fa.ptxVersion >= 90 && fm.ptxVersion >= 90;
     args[0] = &a;
     args[1] = &out;
     MF_CU(launch(sh.fn, d->rows * a.tiles * a.splits, sh.threads, sh.smem, pdl, args));
