@@ -37,6 +37,7 @@ static double now(void) {
 int main(void) {
     unsigned *flag = NULL, *pinned = NULL, h = 0;
     int sms = 0, occ = 0;
+    cudaFuncAttributes fa;
     cudaDeviceProp prop;
     if (cudaMalloc(&flag, 256) != cudaSuccess || cudaMallocHost(&pinned, 64) != cudaSuccess ||
         cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
@@ -48,6 +49,7 @@ int main(void) {
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     ROW("cudaOccupancyMaxActiveBlocksPerMultiprocessor",
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)empty_kernel, 128, 0));
+    ROW("cudaFuncGetAttributes", cudaFuncGetAttributes(&fa, (const void *)empty_kernel));
     ROW("cudaMemsetAsync of 4 bytes", cudaMemsetAsync(flag, 0, 4));
     ROW("kernel launch (no wait)", empty_kernel<<<1, 32>>>(flag));
     ROW("kernel launch + cudaStreamSynchronize",
