@@ -554,20 +554,35 @@ static mf_status blocks_per_sm(const tc_shape *sh, int *occ) {
  * chunk per block was best (below). */
 static uint64_t coop_waves(const mf_desc *d) { return uses_rd(d) ? MF_RD_COOP_WAVES : 1; }
 
+/* What the work split and the launches ask of the current device, once
+ * a call. */
+struct tc_device {
+    int sms, max_blocks, cc, sm_smem;
+};
+
+static mf_status device_of(tc_device *dv) {
+    int dev = 0;
+    MF_CU(cudaGetDevice(&dev));
+    MF_CU(cudaDeviceGetAttribute(&dv->sms, cudaDevAttrMultiProcessorCount, dev));
+    MF_CU(cudaDeviceGetAttribute(&dv->max_blocks, cudaDevAttrMaxBlocksPerMultiprocessor, dev));
+    MF_CU(cudaDeviceGetAttribute(&dv->cc, cudaDevAttrComputeCapabilityMajor, dev));
+    MF_CU(cudaDeviceGetAttribute(&dv->sm_smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    return MF_OK;
+}
+
 /* Work split: enough workers for one full wave of blocks; each takes
  * per_worker consecutive chunks. The workers are warps, or for a small
  * layer (D >= 128; rd_kernel: K and V in the reference layout, vlayout
  * being V's; see coop_waves) blocks whose warps share each chunk: there a
  * few chunks' latency is the call's (measured for tc_kernel: 10-15%
  * faster for batch 1 at T 1K-4K; from two chunks per block on, slower). */
-static mf_status plan(const mf_desc *k, mf_layout vlayout, uint32_t group, tc_args *a,
-                      tc_shape *shape) {
-    int sms = 0, occ = 0, occ_coop = 0, max_blocks = 0;
+static mf_status plan(const tc_device *dv, const mf_desc *k, mf_layout vlayout, uint32_t group,
+                      tc_args *a, tc_shape *shape) {
+    const int sms = dv->sms, max_blocks = dv->max_blocks;
+    int occ = 0, occ_coop = 0;
     uint64_t units, want, per;
     tc_shape sh = shape_of(k, 0), sh_coop;
     mf_status st;
-    MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    MF_CU(cudaDeviceGetAttribute(&max_blocks, cudaDevAttrMaxBlocksPerMultiprocessor, 0));
     a->group = group;
     a->tiles = (group + HEADS - 1) / HEADS;
     a->chunks = (k->tokens + MF_TILE - 1) / MF_TILE;
@@ -610,10 +625,12 @@ static size_t part_bytes(const mf_desc *k, const tc_args *a) {
  * layout. */
 mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
     tc_args a, b;
+    tc_device dv;
     size_t ref, nat;
     mf_status st;
-    if ((st = plan(k, MF_LAYOUT_REFERENCE, group, &a, NULL)) != MF_OK ||
-        (st = plan(k, MF_LAYOUT_NATIVE, group, &b, NULL)) != MF_OK)
+    if ((st = device_of(&dv)) != MF_OK ||
+        (st = plan(&dv, k, MF_LAYOUT_REFERENCE, group, &a, NULL)) != MF_OK ||
+        (st = plan(&dv, k, MF_LAYOUT_NATIVE, group, &b, NULL)) != MF_OK)
         return st;
     ref = part_bytes(k, &a);
     nat = part_bytes(k, &b);
@@ -655,25 +672,23 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
                                         : (const void *)tc_merge_kernel<256>;
     size_t merge_smem;
     cudaFuncAttributes fa, fm;
-    int dev = 0, cc = 0, sms = 0, sm_smem = 0, pdl;
+    tc_device dv;
+    int pdl;
     if (v->desc.bits != d->bits) /* the kernels are specialized for one code width */
         return MF_ERR_UNSUPPORTED;
     if ((st = mf__cu_attend_views(k, v, workspace, &a.k, &a.v)) != MF_OK ||
-        (st = plan(d, v->desc.layout, group, &a, &sh)) != MF_OK ||
+        (st = device_of(&dv)) != MF_OK ||
+        (st = plan(&dv, d, v->desc.layout, group, &a, &sh)) != MF_OK ||
         (st = mf__cu_attend_space(d, group, part_bytes(d, &a), workspace, workspace_bytes, wait,
                                    &rest)) != MF_OK)
         return st;
     a.q = q;
     a.part = (float *)rest;
-    MF_CU(cudaGetDevice(&dev));
-    MF_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
-    MF_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    MF_CU(cudaDeviceGetAttribute(&sm_smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
     MF_CU(cudaFuncGetAttributes(&fa, sh.fn));
     MF_CU(cudaFuncGetAttributes(&fm, merge));
     /* Only code compiled for sm_90 on waits (tc_pdl_wait): a binary that
      * the driver compiles from older PTX runs its kernels in plain order. */
-    pdl = MF_PDL && cc >= 9 && fa.ptxVersion >= 90 && fm.ptxVersion >= 90;
+    pdl = MF_PDL && dv.cc >= 9 && fa.ptxVersion >= 90 && fm.ptxVersion >= 90;
     args[0] = &a;
     args[1] = &out;
     MF_CU(launch(sh.fn, d->rows * a.tiles * a.splits, sh.threads, sh.smem, pdl, args));
@@ -682,7 +697,7 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
      * early only with enough (unused) shared memory to hold one block per
      * SM. Measured (H100, batch 1, T 32K): 63 us per queued call piled
      * against 57 us without the early launch. */
-    merge_smem = pdl && d->rows * group <= (uint32_t)sms ? (size_t)sm_smem / 2 + 1 : 0;
+    merge_smem = pdl && d->rows * group <= (uint32_t)dv.sms ? (size_t)dv.sm_smem / 2 + 1 : 0;
     if (merge_smem)
         MF_CU(cudaFuncSetAttribute(merge, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)merge_smem));
     MF_CU(launch(merge, d->rows * group, MERGE_THREADS, merge_smem, merge_smem > 0, args));
