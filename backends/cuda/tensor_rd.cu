@@ -42,9 +42,8 @@
 #define RD_COPIES(COOP) ((COOP) ? 4 : 16)
 /* COOP: the warps' partial scores, 16 floats a lane */
 #define RD_XS_FLOATS (RD_WARPS(1) * 16 * 32)
-/* Worker warps of 4-bit tensors run rolled loops (frag); their B
- * fragments take RD_ROLL_WORDS(D) words of shared memory in xs's place. */
-#define RD_ROLL(COOP, BITS) (!(COOP) && (BITS) == 4)
+/* Worker warps (not COOP) run rolled loops (frag); their B fragments
+ * take RD_ROLL_WORDS(D) words of shared memory in xs's place. */
 #define RD_ROLL_WORDS(D) (64 * (D) / 16 + RD_WARPS(0) * 64 * 4)
 
 __host__ __device__ constexpr uint32_t log2_of(uint32_t x) { return x > 1 ? 1 + log2_of(x / 2) : 0; }
@@ -267,11 +266,12 @@ __device__ static void window_part(const mf_view &c, uint32_t row, uint32_t n, m
     }
 }
 
-/* Rolled loops (ROLL: worker warps of 4-bit tensors). Unrolled, their
- * decode overflows the instruction cache; rolled, the loops' B fragments
- * (Q^T's, P^T's) come from shared memory, fragment k of this lane at
- * sm[64 k + lane] and sm[64 k + 32 + lane], not from registers, which a
- * loop index would send to local memory. */
+/* Rolled loops (ROLL: worker warps). Unrolled, their 4-bit decode
+ * overflows the instruction cache and their 2-bit one spills registers
+ * (D 128); rolled, the loops' B fragments (Q^T's, P^T's) come from shared
+ * memory, fragment k of this lane at sm[64 k + lane] and sm[64 k + 32 +
+ * lane], not from registers, which a loop index would send to local
+ * memory. */
 template <bool ROLL, uint32_t N>
 __device__ static inline void frag(const uint32_t (&f)[N][2], const uint32_t *sm, uint32_t k,
                                    uint32_t kl, uint32_t b[2]) {
@@ -391,7 +391,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     uint2 *rt = (uint2 *)(recs + warp * rd_recs<D>::BYTES);
     uint4 *rp = (uint4 *)(rt + rd_recs<D>::N);
     float *xs = (float *)(recs + RD_WARPS(COOP) * rd_recs<D>::BYTES); /* COOP: partial scores */
-    const bool ROLL = RD_ROLL(COOP, BITS); /* not COOP: sm holds Q^T's, then each warp's P^T's fragments */
+    const bool ROLL = !COOP; /* sm holds Q^T's, then each warp's P^T's fragments */
     uint32_t *qsm = (uint32_t *)xs, *psm = qsm + 64 * sh::KS + warp * 64 * sh::VS;
     const char *lutc = (const char *)lut + 4 * (lane % RD_COPIES(COOP));
     const uint32_t split = blockIdx.x % a.splits, tile = blockIdx.x / a.splits % a.tiles;
@@ -576,10 +576,9 @@ static rd_fn rd_of(uint32_t dim, int coop, uint32_t bits) {
     return bits == 4 ? rd_bits<4>(dim, coop) : rd_bits<2>(dim, coop);
 }
 
-static size_t rd_smem(uint32_t dim, int coop, uint32_t bits) {
+static size_t rd_smem(uint32_t dim, int coop) {
     const size_t recs = dim == 64 ? rd_recs<64>::BYTES : dim == 128 ? rd_recs<128>::BYTES : rd_recs<256>::BYTES;
-    return (size_t)1024 * RD_COPIES(coop) + RD_WARPS(coop) * recs + (coop ? RD_XS_FLOATS * 4 : 0) +
-           (RD_ROLL(coop, bits) ? RD_ROLL_WORDS(dim) * 4 : 0);
+    return (size_t)1024 * RD_COPIES(coop) + RD_WARPS(coop) * recs + (coop ? RD_XS_FLOATS * 4 : RD_ROLL_WORDS(dim) * 4);
 }
 
 tc_shape mf__rd_shape(uint32_t dim, int coop, uint32_t bits) {
@@ -587,6 +586,6 @@ tc_shape mf__rd_shape(uint32_t dim, int coop, uint32_t bits) {
     sh.fn = (const void *)rd_of(dim, coop, bits);
     sh.threads = RD_WARPS(coop) * 32;
     sh.workers = coop ? 1 : RD_WARPS(coop);
-    sh.smem = rd_smem(dim, coop, bits);
+    sh.smem = rd_smem(dim, coop);
     return sh;
 }
