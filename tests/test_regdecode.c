@@ -121,6 +121,24 @@ static void rand_tile(uint64_t *s, uint32_t t, uint32_t bits, uint64_t *bm, uint
         code[i] = (uint32_t)(th_next(s) % (1u << bits));
 }
 
+/* Parts full, empty or half full in every combination: the codes of a
+ * part after full ones start exactly at a word boundary (mf_rd_parts). */
+Test(regdecode, part_boundaries) {
+    uint64_t s = 5, bm;
+    uint32_t c, j, i, code[64];
+    for (c = 0; c < 81; c++) {
+        bm = 0;
+        for (j = 0, i = c; j < 4; j++, i /= 3) {
+            const uint64_t part = i % 3 == 0 ? 0 : i % 3 == 1 ? 0xffffu : 0x5a3cu;
+            bm |= part << (48 - 16 * j);
+        }
+        for (i = 0; i < 64; i++)
+            code[i] = (uint32_t)(th_next(&s) % 4);
+        check_tile(bm, code, mf_f2h(0.5f), mf_f2h(1.0f));
+        check_tile(bm, code, mf_f2h(0.5f), mf_f2h(5.0f)); /* a negated table */
+    }
+}
+
 Test(regdecode, every_element_of_random_tiles) {
     uint64_t s = 77, bm;
     uint32_t bits, t, code[64];

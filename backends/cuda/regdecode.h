@@ -57,6 +57,15 @@ MF_HD uint32_t mf_rd_funnel(uint32_t lo, uint32_t hi, uint32_t sh) {
 #endif
 }
 
+/* The same for sh <= 32 (sh = 32: hi). */
+MF_HD uint32_t mf_rd_funnel32(uint32_t lo, uint32_t hi, uint32_t sh) {
+#ifdef __CUDA_ARCH__
+    return __funnelshift_rc(lo, hi, sh);
+#else
+    return sh == 32u ? hi : mf_rd_funnel(lo, hi, sh);
+#endif
+}
+
 MF_HD uint64_t mf_rd_brev64(uint64_t x) {
 #ifdef __CUDA_ARCH__
     return __brevll(x);
@@ -106,14 +115,21 @@ MF_HD void mf_rd_parts(uint64_t bm, uint32_t p0, uint32_t p1, uint32_t p2, uint3
     uint32_t rank = 0, j;
     for (j = 0; j < 4; j++) {
         uint32_t part = (uint32_t)(rb >> (16 * j)) & 0xffffu, b0 = part & 0xffu, b1 = part >> 8;
-        uint32_t k = rank >> 4, sh = (2 * rank) & 31u;
-        uint32_t lo = k == 0 ? p0 : k == 1 ? p1 : k == 2 ? p2 : p3;
-        uint32_t hi = k == 0 ? p1 : k == 1 ? p2 : k == 2 ? p3 : 0u;
-        uint32_t n0 = (uint32_t)mf_popcount64(b0);
-        w[j] = mf_rd_funnel(lo, hi, sh);
-        b[j] = 2 * n0 | b0 << 7 | b1 << 16 | (uint32_t)(b1 != 0xffu) << 29 |
-               (uint32_t)(b0 != 0xffu) << 30 | neg << 31;
-        rank += n0 + (uint32_t)mf_popcount64(b1);
+        uint32_t n0 = (uint32_t)mf_popcount64(b0), n1 = (uint32_t)mf_popcount64(b1);
+        /* rank <= 16 j, so part j's codes start in words 0..j: word pairs
+         * (p0, p1) up to bit 32, then (p1, p2) and (p2, p3), the last bit
+         * of each range reading the pair's second word (mf_rd_funnel32) */
+        uint32_t sh = 2 * rank, lo = p0, hi = p1;
+        if (j >= 2 && sh > 32u) {
+            lo = j >= 3 && sh > 64u ? p2 : p1;
+            hi = j >= 3 && sh > 64u ? p3 : p2;
+            sh -= j >= 3 && sh > 64u ? 64u : 32u;
+        }
+        w[j] = j == 0 ? p0 : mf_rd_funnel32(lo, hi, sh);
+        /* n0, n1 have bit 3 set only for a full byte */
+        b[j] = 2 * n0 | b0 << 7 | b1 << 16 | (~n1 << 26 & 0x20000000u) | (~n0 << 27 & 0x40000000u) |
+               neg << 31;
+        rank += n0 + n1;
     }
 }
 
