@@ -514,18 +514,23 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
             value_combine<D, BITS, true, ROLL, sh::VS>(a.v, row, n, rt, rp, vs0, pb, psm, o);
         __syncwarp();
     }
+    /* the states of the tile's query heads (heads past the group pad the
+     * mma's N, and the merge reads none of theirs) */
     part_out = a.part + (((size_t)row * a.tiles + tile) * a.workers + worker) * HEADS * (D + 2);
+    const uint32_t heads = a.group - tile * HEADS < HEADS ? a.group - tile * HEADS : HEADS;
     if (!COOP) {
         if (lane < 4)
-            for (uint32_t r = 0; r < 2; r++) {
-                part_out[(2 * lane + r) * (D + 2)] = mrun[r];
-                part_out[(2 * lane + r) * (D + 2) + 1] = lrun[r];
-            }
+            for (uint32_t r = 0; r < 2; r++)
+                if (2 * lane + r < heads) {
+                    part_out[(2 * lane + r) * (D + 2)] = mrun[r];
+                    part_out[(2 * lane + r) * (D + 2) + 1] = lrun[r];
+                }
 #pragma unroll
         for (uint32_t mt = 0; mt < D / 16; mt++)
 #pragma unroll
             for (uint32_t r = 0; r < 4; r++)
-                part_out[(2 * j + r % 2) * (D + 2) + 2 + out_channel(mt, r)] = o[mt][r];
+                if (2 * j + r % 2 < heads)
+                    part_out[(2 * j + r % 2) * (D + 2) + 2 + out_channel(mt, r)] = o[mt][r];
         return;
     }
     /* COOP: O = ((O_0 + O_1) + O_2) + O_3 over the warps' token steps, the
@@ -549,14 +554,22 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
             float l = xs[h];
             for (uint32_t w = 1; w < RD_WARPS(1); w++)
                 l = MF_ADD(l, xs[w * HEADS + h]);
-            part_out[h * (D + 2)] = mrun[r];
-            part_out[h * (D + 2) + 1] = l;
+            if (h < heads) {
+                part_out[h * (D + 2)] = mrun[r];
+                part_out[h * (D + 2) + 1] = l;
+            }
         }
-    for (i = threadIdx.x; i < HEADS * D; i += blockDim.x) {
-        float x = ob[i];
-        for (uint32_t w = 1; w < RD_WARPS(1); w++)
-            x = MF_ADD(x, ob[w * HEADS * D + i]);
-        part_out[i / D * (D + 2) + 2 + i % D] = x;
+    /* unrolled (the block's thread count is known), so that every load of
+     * the sums goes out before the first add waits */
+#pragma unroll
+    for (uint32_t k = 0; k < HEADS * D / (RD_WARPS(1) * 32); k++) {
+        const uint32_t e = threadIdx.x + k * RD_WARPS(1) * 32;
+        if (e < heads * D) {
+            float x = ob[e];
+            for (uint32_t w = 1; w < RD_WARPS(1); w++)
+                x = MF_ADD(x, ob[w * HEADS * D + e]);
+            part_out[e / D * (D + 2) + 2 + e % D] = x;
+        }
     }
 }
 
