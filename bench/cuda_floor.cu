@@ -45,13 +45,29 @@ int main(void) {
         return 1;
     }
     printf("# %s\n| call (empty kernels) | us |\n|---|---:|\n", prop.name);
+    /* the launches as the tensor attention makes them (backends/cuda/tensor.cu) */
+    cudaLaunchConfig_t plain = {}, pdl;
+    cudaLaunchAttribute at;
+    void *args[1] = {&flag};
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    plain.gridDim = dim3(1);
+    plain.blockDim = dim3(32);
+    pdl = plain;
+    pdl.attrs = &at;
+    pdl.numAttrs = 1;
     ROW("cudaDeviceGetAttribute (SM count)",
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     ROW("cudaOccupancyMaxActiveBlocksPerMultiprocessor",
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)empty_kernel, 128, 0));
     ROW("cudaFuncGetAttributes", cudaFuncGetAttributes(&fa, (const void *)empty_kernel));
+    ROW("cudaFuncSetAttribute (max dynamic shared memory)",
+        cudaFuncSetAttribute((const void *)empty_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 1024));
     ROW("cudaMemsetAsync of 4 bytes", cudaMemsetAsync(flag, 0, 4));
     ROW("kernel launch (no wait)", empty_kernel<<<1, 32>>>(flag));
+    ROW("cudaLaunchKernelExC, no attributes", cudaLaunchKernelExC(&plain, (const void *)empty_kernel, args));
+    ROW("cudaLaunchKernelExC, programmatic stream serialization",
+        cudaLaunchKernelExC(&pdl, (const void *)empty_kernel, args));
     ROW("kernel launch + cudaStreamSynchronize",
         empty_kernel<<<1, 32>>>(flag); cudaStreamSynchronize(0));
     ROW("memset + 2 launches + 4-byte cudaMemcpy read-back",
