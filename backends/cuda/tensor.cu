@@ -536,9 +536,21 @@ static tc_shape shape_of(const mf_desc *d, int coop) {
     return sh;
 }
 
-/* Blocks of shape sh that fit one SM. */
-static mf_status blocks_per_sm(const tc_shape *sh, int *occ) {
-    MF_CU(cudaFuncSetAttribute(sh->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sh->smem));
+/* Kernel fn's attributes on the current device, its dynamic shared
+ * memory limit raised to smem where it is lower (set once per process and
+ * device in practice; each query and set costs the host 0.3-0.5 us). */
+static mf_status func_attrs(const void *fn, size_t smem, cudaFuncAttributes *fa) {
+    MF_CU(cudaFuncGetAttributes(fa, fn));
+    if ((size_t)fa->maxDynamicSharedSizeBytes < smem)
+        MF_CU(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    return MF_OK;
+}
+
+/* Blocks of shape sh that fit one SM, and its kernel's attributes. */
+static mf_status blocks_per_sm(const tc_shape *sh, cudaFuncAttributes *fa, int *occ) {
+    mf_status st = func_attrs(sh->fn, sh->smem, fa);
+    if (st != MF_OK)
+        return st;
     MF_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, sh->fn, (int)sh->threads, sh->smem));
     return *occ < 1 ? MF_ERR_UNSUPPORTED : MF_OK;
 }
@@ -577,30 +589,33 @@ static mf_status device_of(tc_device *dv) {
  * few chunks' latency is the call's (measured for tc_kernel: 10-15%
  * faster for batch 1 at T 1K-4K; from two chunks per block on, slower). */
 static mf_status plan(const tc_device *dv, const mf_desc *k, mf_layout vlayout, uint32_t group,
-                      tc_args *a, tc_shape *shape) {
+                      tc_args *a, tc_shape *shape, cudaFuncAttributes *fa) {
     const int sms = dv->sms, max_blocks = dv->max_blocks;
-    int occ = 0, occ_coop = 0;
+    int occ = 0;
     uint64_t units, want, per;
-    tc_shape sh = shape_of(k, 0), sh_coop;
+    tc_shape sh;
+    cudaFuncAttributes fa_own;
     mf_status st;
+    if (!fa)
+        fa = &fa_own;
     a->group = group;
     a->tiles = (group + HEADS - 1) / HEADS;
     a->chunks = (k->tokens + MF_TILE - 1) / MF_TILE;
     units = (uint64_t)k->rows * a->tiles;
     a->coop = 0;
-    if ((st = blocks_per_sm(&sh, &occ)) != MF_OK)
-        return st;
-    /* the coop shape's occupancy is asked only of layers it could take */
+    /* the coop shape is asked of layers it could take, the other shape
+     * only of those it does not take */
     if (k->dim >= 128 && units * a->chunks <= coop_waves(k) * sms * (uint64_t)max_blocks &&
         (!uses_rd(k) || (k->layout == MF_LAYOUT_REFERENCE && vlayout == MF_LAYOUT_REFERENCE))) {
-        sh_coop = shape_of(k, 1);
-        if ((st = blocks_per_sm(&sh_coop, &occ_coop)) != MF_OK)
+        sh = shape_of(k, 1);
+        if ((st = blocks_per_sm(&sh, fa, &occ)) != MF_OK)
             return st;
-        if (units * a->chunks <= coop_waves(k) * sms * occ_coop) {
-            a->coop = 1;
-            sh = sh_coop;
-            occ = occ_coop;
-        }
+        a->coop = units * a->chunks <= coop_waves(k) * sms * (uint64_t)occ;
+    }
+    if (!a->coop) {
+        sh = shape_of(k, 0);
+        if ((st = blocks_per_sm(&sh, fa, &occ)) != MF_OK)
+            return st;
     }
     per = sh.workers; /* workers per block */
     want = (uint64_t)sms * (uint64_t)occ / units;
@@ -629,8 +644,8 @@ mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
     size_t ref, nat;
     mf_status st;
     if ((st = device_of(&dv)) != MF_OK ||
-        (st = plan(&dv, k, MF_LAYOUT_REFERENCE, group, &a, NULL)) != MF_OK ||
-        (st = plan(&dv, k, MF_LAYOUT_NATIVE, group, &b, NULL)) != MF_OK)
+        (st = plan(&dv, k, MF_LAYOUT_REFERENCE, group, &a, NULL, NULL)) != MF_OK ||
+        (st = plan(&dv, k, MF_LAYOUT_NATIVE, group, &b, NULL, NULL)) != MF_OK)
         return st;
     ref = part_bytes(k, &a);
     nat = part_bytes(k, &b);
@@ -678,28 +693,28 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
         return MF_ERR_UNSUPPORTED;
     if ((st = mf__cu_attend_views(k, v, workspace, &a.k, &a.v)) != MF_OK ||
         (st = device_of(&dv)) != MF_OK ||
-        (st = plan(&dv, d, v->desc.layout, group, &a, &sh)) != MF_OK ||
+        (st = plan(&dv, d, v->desc.layout, group, &a, &sh, &fa)) != MF_OK ||
         (st = mf__cu_attend_space(d, group, part_bytes(d, &a), workspace, workspace_bytes, wait,
                                    &rest)) != MF_OK)
         return st;
     a.q = q;
     a.part = (float *)rest;
-    MF_CU(cudaFuncGetAttributes(&fa, sh.fn));
-    MF_CU(cudaFuncGetAttributes(&fm, merge));
+    /* An early merge block takes the first SM that frees up, and as many
+     * as fit would pile onto it: a merge of at most one wave is launched
+     * early (PDL) only with enough (unused) shared memory to hold one
+     * block per SM. Measured (H100, batch 1, T 32K): 63 us per queued call
+     * piled against 57 us without the early launch. */
+    merge_smem = d->rows * group <= (uint32_t)dv.sms ? (size_t)dv.sm_smem / 2 + 1 : 0;
+    if ((st = func_attrs(merge, merge_smem, &fm)) != MF_OK)
+        return st;
     /* Only code compiled for sm_90 on waits (tc_pdl_wait): a binary that
      * the driver compiles from older PTX runs its kernels in plain order. */
     pdl = MF_PDL && dv.cc >= 9 && fa.ptxVersion >= 90 && fm.ptxVersion >= 90;
+    if (!pdl)
+        merge_smem = 0;
     args[0] = &a;
     args[1] = &out;
     MF_CU(launch(sh.fn, d->rows * a.tiles * a.splits, sh.threads, sh.smem, pdl, args));
-    /* An early merge block takes the first SM that frees up, and as many
-     * as fit would pile onto it: a merge of at most one wave is launched
-     * early only with enough (unused) shared memory to hold one block per
-     * SM. Measured (H100, batch 1, T 32K): 63 us per queued call piled
-     * against 57 us without the early launch. */
-    merge_smem = pdl && d->rows * group <= (uint32_t)dv.sms ? (size_t)dv.sm_smem / 2 + 1 : 0;
-    if (merge_smem)
-        MF_CU(cudaFuncSetAttribute(merge, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)merge_smem));
     MF_CU(launch(merge, d->rows * group, MERGE_THREADS, merge_smem, merge_smem > 0, args));
     return mf__cu_attend_done(workspace, wait);
 }
