@@ -30,15 +30,17 @@ __device__ static inline uint16_t dequant(uint32_t code, float s, float z) {
 /* The online softmax over a chunk, for the two query heads a lane holds
  * (the lanes holding the same heads differ in bits 2-4 of the lane id):
  * the chunk maximum cmax reduced over them, the running maximum mrun moved
- * to it and alpha = exp(m_old - m_new) ... */
-__device__ static inline void tc_softmax_max(float cmax[2], float mrun[2], float alpha[2]) {
+ * to it and alpha = exp(m_old - m_new) (first: a worker's first chunk,
+ * where m_old is -inf and alpha 0 without the exponential) ... */
+__device__ static inline void tc_softmax_max(float cmax[2], float mrun[2], float alpha[2],
+                                             bool first = false) {
 #pragma unroll
     for (uint32_t r = 0; r < 2; r++) {
         float mnew;
         for (uint32_t i = 4; i < 32; i <<= 1)
             cmax[r] = fmaxf(cmax[r], __shfl_xor_sync(0xffffffffu, cmax[r], i));
         mnew = fmaxf(mrun[r], cmax[r]);
-        alpha[r] = mf_exp(MF_SUB(mrun[r], mnew));
+        alpha[r] = first ? 0.0f : mf_exp(MF_SUB(mrun[r], mnew));
         mrun[r] = mnew;
     }
 }

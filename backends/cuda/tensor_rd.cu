@@ -40,8 +40,9 @@
  * quarter of the tiles, so their lookups may conflict up to 8-way over 4
  * copies, which lets four blocks fit (D 128). */
 #define RD_COPIES(COOP) ((COOP) ? 4 : 16)
-/* COOP: the warps' partial scores, 16 floats a lane */
-#define RD_XS_FLOATS (RD_WARPS(1) * 16 * 32)
+/* COOP: the warps' partial scores, 16 floats a lane, then each lane's
+ * maxima of its two heads */
+#define RD_XS_FLOATS (RD_WARPS(1) * 16 * 32 + RD_WARPS(1) * 32 * 2)
 /* Worker warps (not COOP) run rolled loops (frag); their B fragments
  * take RD_ROLL_WORDS(D) words of shared memory in xs's place. */
 #define RD_ROLL_WORDS(D) (64 * (D) / 16 + RD_WARPS(0) * 64 * 4)
@@ -346,23 +347,38 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
     }
 }
 
-/* COOP: the block's summed scores, S = ((S_0 + S_1) + S_2) + S_3 over the
- * warps' channel quarters (xs: 16 floats a lane per warp). The second
- * barrier keeps the next chunk's partials from overwriting any being read. */
-__device__ static inline void coop_scores(float *xs, float (&s)[4][4]) {
-    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+/* COOP: the scores of this warp's token step vs0 summed over the warps'
+ * channel quarters, S = ((S_0 + S_1) + S_2) + S_3, scaled and masked
+ * (tokens from n on: -inf) into s[0], and in cmax the maxima of the
+ * lane's two heads over the block's four steps (xs: 16 partial scores a
+ * lane per warp, then the warps' maxima). The second barrier also keeps
+ * the next chunk's partials from overwriting any being read; the maxima
+ * are read before any warp can pass the next chunk's first barrier. */
+__device__ static inline void coop_scores(float *xs, float (&s)[4][4], uint32_t vs0, uint32_t n,
+                                          float scale, float cmax[2]) {
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
+    const float ninf = -__int_as_float(0x7f800000);
+    float *mx = xs + RD_WARPS(1) * 16 * 32;
 #pragma unroll
     for (uint32_t k = 0; k < 16; k++)
         xs[(warp * 16 + k) * 32 + lane] = s[k / 4][k % 4];
     __syncthreads();
 #pragma unroll
-    for (uint32_t k = 0; k < 16; k++) {
-        float x = xs[k * 32 + lane];
+    for (uint32_t r = 0; r < 4; r++) {
+        const uint32_t t = 16 * (g / 2) + 4 * vs0 + 2 * (r / 2) + g % 2;
+        float x = xs[(4 * vs0 + r) * 32 + lane];
         for (uint32_t w = 1; w < RD_WARPS(1); w++)
-            x = MF_ADD(x, xs[(w * 16 + k) * 32 + lane]);
-        s[k / 4][k % 4] = x;
+            x = MF_ADD(x, xs[(w * 16 + 4 * vs0 + r) * 32 + lane]);
+        s[0][r] = t < n ? MF_MUL(x, scale) : ninf;
+        cmax[r % 2] = fmaxf(cmax[r % 2], s[0][r]);
     }
+    mx[(warp * 32 + lane) * 2] = cmax[0];
+    mx[(warp * 32 + lane) * 2 + 1] = cmax[1];
     __syncthreads();
+    for (uint32_t w = 0; w < RD_WARPS(1); w++) {
+        cmax[0] = fmaxf(cmax[0], mx[(w * 32 + lane) * 2]);
+        cmax[1] = fmaxf(cmax[1], mx[(w * 32 + lane) * 2 + 1]);
+    }
 }
 
 /* Per lane, its heads 2j + {0, 1} and the output channels of its
@@ -455,8 +471,9 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
             key_scores<D, BITS, false, ROLL, sh::KS>(a.k, row, n, rt, rp, ks0, qf, qsm, s);
         else
             key_scores<D, BITS, true, ROLL, sh::KS>(a.k, row, n, rt, rp, ks0, qf, qsm, s);
+        cmax[0] = cmax[1] = ninf;
         if (COOP)
-            coop_scores(xs, s);
+            coop_scores(xs, s, vs0, n, scale, cmax);
         __syncwarp();
         if (n == MF_TILE) { /* V's records, while the softmax runs */
             if (COOP)
@@ -465,30 +482,26 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
                 prep<D, BITS>(a.v, row, ch, rt, rp, lutc);
         }
         /* Online softmax; this lane holds heads 2j + {0, 1} of tokens
-         * 16 (g/2) + 4 mt + g%2 (+ 2 for r >= 2). */
-        cmax[0] = cmax[1] = ninf;
+         * 16 (g/2) + 4 mt + g%2 (+ 2 for r >= 2) (COOP: mt = vs0 only,
+         * in s[0]). */
 #pragma unroll
-        for (uint32_t mt = 0; mt < 4; mt++)
+        for (uint32_t mt = 0; !COOP && mt < 4; mt++)
 #pragma unroll
             for (uint32_t r = 0; r < 4; r++) {
                 const uint32_t t = 16 * (g / 2) + 4 * mt + 2 * (r / 2) + g % 2;
                 s[mt][r] = t < n ? MF_MUL(s[mt][r], scale) : ninf;
                 cmax[r % 2] = fmaxf(cmax[r % 2], s[mt][r]);
             }
-        tc_softmax_max(cmax, mrun, alpha);
-        /* The weights: a COOP warp's of its token step only (mt = vs0), so
-         * its lrun is the sum over its tokens, as its o. */
+        tc_softmax_max(cmax, mrun, alpha, ch == c0);
+        /* The weights: a COOP warp's of its token step only, so its lrun
+         * is the sum over its tokens, as its o. */
         lsum[0] = lsum[1] = 0.0f;
 #pragma unroll
         for (uint32_t mt = 0; mt < sh::VS; mt++) {
             uint32_t e16[4];
 #pragma unroll
             for (uint32_t r = 0; r < 4; r++) {
-                float x = s[mt][r];
-#pragma unroll
-                for (uint32_t m2 = 1; COOP && m2 < 4; m2++)
-                    x = vs0 == m2 ? s[m2][r] : x;
-                const float e = mf_exp(MF_SUB(x, mrun[r % 2]));
+                const float e = mf_exp(MF_SUB(s[mt][r], mrun[r % 2]));
                 lsum[r % 2] = MF_ADD(lsum[r % 2], e);
                 e16[r] = __half_as_ushort(__float2half_rn(e));
             }
@@ -503,7 +516,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         }
         tc_softmax_sum(lsum, alpha, lrun);
 #pragma unroll
-        for (uint32_t mt = 0; mt < D / 16; mt++)
+        for (uint32_t mt = 0; ch != c0 && mt < D / 16; mt++) /* first chunk: o is 0 */
 #pragma unroll
             for (uint32_t r = 0; r < 4; r++)
                 o[mt][r] = MF_MUL(o[mt][r], alpha[r % 2]);
