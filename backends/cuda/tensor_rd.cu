@@ -394,8 +394,8 @@ __device__ static inline uint32_t out_channel(uint32_t mt, uint32_t r) {
  * partial scores of its own token step and all keep the block's running
  * maximum (coop_scores); each computes the weights of its step and adds
  * them and their products to its own sum and accumulators, and these are
- * summed in warp order at the end (BOUND.md). For small layers (tensor.cu's plan), where a few
- * chunks' latency is the call's. */
+ * summed in warp order at the end (BOUND.md). For small layers (tensor.cu's
+ * plan), where a few chunks' latency is the call's. */
 template <int D, bool COOP, int BITS>
 __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2) * (COOP ? 2 : 1))
     rd_kernel(tc_args a) {
