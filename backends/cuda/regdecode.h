@@ -125,7 +125,7 @@ MF_HD void mf_rd_parts(uint64_t bm, uint32_t p0, uint32_t p1, uint32_t p2, uint3
             hi = j >= 3 && sh > 64u ? p3 : p2;
             sh -= j >= 3 && sh > 64u ? 64u : 32u;
         }
-        w[j] = j == 0 ? p0 : mf_rd_funnel32(lo, hi, sh);
+        w[j] = mf_rd_funnel32(lo, hi, sh);
         /* n0, n1 have bit 3 set only for a full byte */
         b[j] = 2 * n0 | b0 << 7 | b1 << 16 | (~n1 << 26 & 0x20000000u) | (~n0 << 27 & 0x40000000u) |
                neg << 31;

@@ -347,6 +347,15 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
     }
 }
 
+/* Per lane, its heads 2j + {0, 1} and the rows of its accumulators: row
+ * g of m-tile (cb, mm) is 64 cb + 16 (g/2) + 4 mm + g%2, + 2 for rows
+ * 8-15 (r >= 2): the token of score s[mm][r] in its chunk, the output
+ * channel of o[4 cb + mm][r]. */
+__device__ static inline uint32_t acc_row(uint32_t mt, uint32_t r) {
+    const uint32_t g = threadIdx.x % 32 / 4;
+    return 64 * (mt / 4) + 16 * (g / 2) + 4 * (mt % 4) + 2 * (r / 2) + g % 2;
+}
+
 /* COOP: the scores of this warp's token step vs0 summed over the warps'
  * channel quarters, S = ((S_0 + S_1) + S_2) + S_3, scaled and masked
  * (tokens from n on: -inf) into s[0], and in cmax the maxima of the
@@ -356,7 +365,7 @@ __device__ static inline void value_combine(const mf_view &c, uint32_t row, uint
  * are read before any warp can pass the next chunk's first barrier. */
 __device__ static inline void coop_scores(float *xs, float (&s)[4][4], uint32_t vs0, uint32_t n,
                                           float scale, float cmax[2]) {
-    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const float ninf = -__int_as_float(0x7f800000);
     float *mx = xs + RD_WARPS(1) * 16 * 32;
 #pragma unroll
@@ -365,7 +374,7 @@ __device__ static inline void coop_scores(float *xs, float (&s)[4][4], uint32_t 
     __syncthreads();
 #pragma unroll
     for (uint32_t r = 0; r < 4; r++) {
-        const uint32_t t = 16 * (g / 2) + 4 * vs0 + 2 * (r / 2) + g % 2;
+        const uint32_t t = acc_row(vs0, r);
         float x = xs[(4 * vs0 + r) * 32 + lane];
         for (uint32_t w = 1; w < RD_WARPS(1); w++)
             x = MF_ADD(x, xs[(w * 16 + 4 * vs0 + r) * 32 + lane]);
@@ -379,14 +388,6 @@ __device__ static inline void coop_scores(float *xs, float (&s)[4][4], uint32_t 
         cmax[0] = fmaxf(cmax[0], mx[(w * 32 + lane) * 2]);
         cmax[1] = fmaxf(cmax[1], mx[(w * 32 + lane) * 2 + 1]);
     }
-}
-
-/* Per lane, its heads 2j + {0, 1} and the output channels of its
- * accumulators: row g of output m-tile (cb, mm) is channel 64 cb +
- * 16 (g/2) + 4 mm + g%2, + 2 for rows 8-15. */
-__device__ static inline uint32_t out_channel(uint32_t mt, uint32_t r) {
-    const uint32_t g = threadIdx.x % 32 / 4;
-    return 64 * (mt / 4) + 16 * (g / 2) + 4 * (mt % 4) + 2 * (r / 2) + g % 2;
 }
 
 /* A worker: a warp walking its chunks over every tile, or (COOP) a block
@@ -488,8 +489,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         for (uint32_t mt = 0; !COOP && mt < 4; mt++)
 #pragma unroll
             for (uint32_t r = 0; r < 4; r++) {
-                const uint32_t t = 16 * (g / 2) + 4 * mt + 2 * (r / 2) + g % 2;
-                s[mt][r] = t < n ? MF_MUL(s[mt][r], scale) : ninf;
+                s[mt][r] = acc_row(mt, r) < n ? MF_MUL(s[mt][r], scale) : ninf;
                 cmax[r % 2] = fmaxf(cmax[r % 2], s[mt][r]);
             }
         tc_softmax_max(cmax, mrun, alpha, ch == c0);
@@ -543,7 +543,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
 #pragma unroll
             for (uint32_t r = 0; r < 4; r++)
                 if (2 * j + r % 2 < heads)
-                    part_out[(2 * j + r % 2) * (D + 2) + 2 + out_channel(mt, r)] = o[mt][r];
+                    part_out[(2 * j + r % 2) * (D + 2) + 2 + acc_row(mt, r)] = o[mt][r];
         return;
     }
     /* COOP: O = ((O_0 + O_1) + O_2) + O_3 over the warps' token steps, the
@@ -556,7 +556,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     for (uint32_t mt = 0; mt < D / 16; mt++)
 #pragma unroll
         for (uint32_t r = 0; r < 4; r++)
-            ob[(warp * HEADS + 2 * j + r % 2) * D + out_channel(mt, r)] = o[mt][r];
+            ob[(warp * HEADS + 2 * j + r % 2) * D + acc_row(mt, r)] = o[mt][r];
     if (lane < 4)
         for (uint32_t r = 0; r < 2; r++)
             xs[warp * HEADS + 2 * lane + r] = lrun[r];
