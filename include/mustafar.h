@@ -249,7 +249,13 @@ mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k
  * out is written when the default stream reaches the call (any later CUDA
  * copy or mf_attend_wait). A workspace from mf_buffer_alloc starts with no
  * errors; one from elsewhere needs an mf_attend_wait first. On the CPU
- * backend both return at once: the call's errors come from the call. */
+ * backend both return at once: the call's errors come from the call.
+ * On sm_90 the TENSOR kernel of either call may start, and read K's and
+ * V's tiles (nothing else), while the kernel queued before it still runs
+ * (programmatic dependent launch): a kernel that writes K or V must not
+ * let its dependents start early (griddepcontrol.launch_dependents) before
+ * it has written them. (This library's encoder kernels never let them
+ * start early.) */
 mf_status mf_attend_async(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
                           const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
                           void *workspace, size_t workspace_bytes);

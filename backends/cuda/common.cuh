@@ -98,14 +98,23 @@ __device__ static inline void mf_cu_unit_starts(const mf_view &c, uint64_t u, ui
     __syncthreads();
 }
 
-/* Whether tile words [start, start + words) lie in the payload; if not,
- * the tile reads as zeros and the operation fails with
- * MF_ERR_OFFSET_RANGE (as the CPU backend). */
-__device__ static inline int mf_cu_in_payload(const mf_view &c, uint64_t start, uint32_t words) {
-    if (start <= c.payload_words && words <= c.payload_words - start)
-        return 1;
+/* Whether tile words [start, start + words) lie in the payload. */
+__device__ static inline int mf_cu_payload_ok(const mf_view &c, uint64_t start, uint32_t words) {
+    return start <= c.payload_words && words <= c.payload_words - start;
+}
+
+/* Fails the operation with MF_ERR_OFFSET_RANGE (as the CPU backend). */
+__device__ static inline void mf_cu_flag_range(const mf_view &c) {
     if (c.bad)
         *c.bad = 1;
+}
+
+/* mf_cu_payload_ok, and if not, the tile reads as zeros and the
+ * operation fails. */
+__device__ static inline int mf_cu_in_payload(const mf_view &c, uint64_t start, uint32_t words) {
+    if (mf_cu_payload_ok(c, start, words))
+        return 1;
+    mf_cu_flag_range(c);
     return 0;
 }
 

@@ -94,7 +94,7 @@ template <int D, bool COOP, int BITS> struct rd_in {
     static const uint32_t T = rd_share<D, COOP>::B;
     static const uint32_t B = BITS == 4 && T > 2 ? 2 : T, WORDS = BITS == 4 ? 8 : 4;
     uint64_t bm[B], start[B], run; /* run: native layout, the next tile's start */
-    uint32_t sz[B], p[B][WORDS], jt[B];
+    uint32_t sz[B], p[B][WORDS], jt[B], bad; /* bad: a tile left the payload */
 };
 
 template <int D, bool COOP, int BITS>
@@ -114,13 +114,15 @@ __device__ static inline void meta(const mf_view &c, uint32_t row, uint64_t ch, 
     }
 }
 
-/* A tile whose words leave the payload reads as empty and fails the call.
- * Native tiles start after the unit's earlier tiles: a scan over the
- * lanes, which only a warp holding every tile can do (COOP blocks take
- * reference tensors only). */
+/* A tile whose words leave the payload reads as empty and fails the call
+ * (in.bad; store reports it, so that a block may load before its PDL
+ * wait, where it writes nothing). Native tiles start after the unit's
+ * earlier tiles: a scan over the lanes, which only a warp holding every
+ * tile can do (COOP blocks take reference tensors only). */
 template <int D, bool COOP, int BITS>
 __device__ static inline void words(const mf_view &c, rd_in<D, COOP, BITS> &in) {
     const uint32_t lane = threadIdx.x % 32;
+    in.bad = 0;
 #pragma unroll
     for (uint32_t i = 0; i < rd_in<D, COOP, BITS>::B; i++) {
         const uint32_t n = mf_tile_words((uint32_t)__popcll(in.bm[i]), BITS);
@@ -137,8 +139,9 @@ __device__ static inline void words(const mf_view &c, rd_in<D, COOP, BITS> &in) 
 #pragma unroll
         for (uint32_t k = 0; k < rd_in<D, COOP, BITS>::WORDS; k++)
             in.p[i][k] = 0u;
-        if (!mf_cu_in_payload(c, in.start[i], n)) {
+        if (!mf_cu_payload_ok(c, in.start[i], n)) {
             in.bm[i] = 0;
+            in.bad = 1;
             continue;
         }
         if (BITS == 4) {
@@ -158,16 +161,19 @@ __device__ static inline void words(const mf_view &c, rd_in<D, COOP, BITS> &in) 
     }
 }
 
-/* Tables and part records of the loaded tiles into the warp's records:
+/* Range errors of the loaded tiles to c's flag, and their tables and part
+ * records into the warp's records:
  * rt[rec] = table (4 bits: scale and zero as fp32), rp[j P + rec] = part
  * j's (w, b) (mf_rd_parts; 4 bits: the code windows of its two bitmap
  * bytes) and the placement selectors of its two bitmap bytes, looked up
  * here in lut (this lane's copy of the table), so that a part's decode
  * waits on one shared-memory round trip, not two. */
 template <int D, bool COOP, int BITS>
-__device__ static inline void store(const rd_in<D, COOP, BITS> &in, uint2 *rt, uint4 *rp,
-                                    const char *lut) {
+__device__ static inline void store(const mf_view &c, const rd_in<D, COOP, BITS> &in, uint2 *rt,
+                                    uint4 *rp, const char *lut) {
     const uint32_t L = log2_of(4 * RD_COPIES(COOP)); /* a lut row's bytes */
+    if (in.bad)
+        mf_cu_flag_range(c);
 #pragma unroll
     for (uint32_t i = 0; i < rd_in<D, COOP, BITS>::B; i++) {
         const uint32_t r = rec_of(in.jt[i]);
@@ -204,8 +210,7 @@ __device__ static inline void store(const rd_in<D, COOP, BITS> &in, uint2 *rt, u
 
 /* A worker warp's records of chunk ch of row, B tiles at a time: their
  * metadata loads, then their code words, all in flight before any is
- * used. (A COOP warp has one batch per tensor and calls the three steps
- * itself, so as to load both tensors together.) */
+ * used. (A COOP warp has one batch per tensor: coop_load.) */
 template <int D, int BITS>
 __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *rt, uint4 *rp,
                             const char *lut) {
@@ -214,8 +219,20 @@ __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *
     for (uint32_t i0 = 0; i0 < rd_share<D, false>::TILES; i0 += rd_in<D, false, BITS>::B) {
         meta<D, false, BITS>(c, row, ch, i0, in);
         words<D, false, BITS>(c, in);
-        store<D, false, BITS>(in, rt, rp, lut);
+        store<D, false, BITS>(c, in, rt, rp, lut);
     }
+}
+
+/* A COOP warp's one batch of K's and of V's tiles of chunk ch: both
+ * tensors' loads in flight together; V's wait in registers while K's
+ * scores and the softmax run. */
+template <int D, bool COOP, int BITS>
+__device__ static inline void coop_load(const tc_args &a, uint32_t row, uint64_t ch,
+                                        rd_in<D, COOP, BITS> &kin, rd_in<D, COOP, BITS> &vin) {
+    meta<D, COOP, BITS>(a.k, row, ch, 0, kin);
+    meta<D, COOP, BITS>(a.v, row, ch, 0, vin);
+    words<D, COOP, BITS>(a.k, kin);
+    words<D, COOP, BITS>(a.v, vin);
 }
 
 /* Part j of tile jt from the records, transposed (see the header). */
@@ -419,11 +436,19 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     uint64_t c0 = (uint64_t)worker * a.per_worker, c1 = c0 + a.per_worker, ch;
     float o[D / 16][4], mrun[2] = {ninf, ninf}, lrun[2] = {0.0f, 0.0f}, *part_out;
     uint32_t qf[sh::KS][2], i;
+    rd_in<D, COOP, BITS> kin, vin; /* COOP: the chunk's tiles */
     for (i = threadIdx.x; i < 256; i += blockDim.x) { /* each entry once, stored 4 copies at a time */
         const uint32_t e = mf_rd_lut(i, BITS);
         for (uint32_t k = 0; k < RD_COPIES(COOP) / 4; k++)
             ((uint4 *)lut)[i * (RD_COPIES(COOP) / 4) + k] = make_uint4(e, e, e, e);
     }
+    if (c1 > a.chunks)
+        c1 = a.chunks;
+    /* A COOP block's first chunk (a small layer's only one, often) loads
+     * while the kernel before it in the stream ends: K and V are no
+     * kernel's output there (mustafar.h, mf_attend_async); q may be. */
+    if (COOP && c0 < c1 && c0 != a.k.blocks)
+        coop_load<D, COOP, BITS>(a, row, c0, kin, vin);
     tc_pdl_wait();
     /* B fragments of Q^T: head g, channels 16 ks + 2j (+ 1) and + 8 (ROLL:
      * warp 0 stores them for all) */
@@ -443,26 +468,16 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     for (uint32_t mt = 0; mt < D / 16; mt++)
         o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
     __syncthreads();
-    if (c1 > a.chunks)
-        c1 = a.chunks;
     for (ch = c0; ch < c1; ch++) {
         const uint32_t n = ch == a.k.blocks ? a.k.tokens % MF_TILE : MF_TILE;
         float s[4][4], cmax[2], lsum[2], alpha[2];
         uint32_t pb[sh::VS][2];
-        rd_in<D, COOP, BITS> vin;
-        /* S^T[token][head] = K Q^T. A COOP warp has one batch of tiles per
-         * tensor: V's loads go out with K's and wait in registers. */
+        /* S^T[token][head] = K Q^T */
         if (n == MF_TILE) {
-            if (COOP) {
-                rd_in<D, COOP, BITS> kin;
-                meta<D, COOP, BITS>(a.k, row, ch, 0, kin);
-                meta<D, COOP, BITS>(a.v, row, ch, 0, vin);
-                words<D, COOP, BITS>(a.k, kin);
-                words<D, COOP, BITS>(a.v, vin);
-                store<D, COOP, BITS>(kin, rt, rp, lutc);
-            } else {
+            if (COOP)
+                store<D, COOP, BITS>(a.k, kin, rt, rp, lutc);
+            else
                 prep<D, BITS>(a.k, row, ch, rt, rp, lutc);
-            }
         }
         __syncwarp();
 #pragma unroll
@@ -478,7 +493,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         __syncwarp();
         if (n == MF_TILE) { /* V's records, while the softmax runs */
             if (COOP)
-                store<D, COOP, BITS>(vin, rt, rp, lutc);
+                store<D, COOP, BITS>(a.v, vin, rt, rp, lutc);
             else
                 prep<D, BITS>(a.v, row, ch, rt, rp, lutc);
         }
@@ -525,6 +540,8 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
             value_combine<D, BITS, false, ROLL, sh::VS>(a.v, row, n, rt, rp, vs0, pb, psm, o);
         else
             value_combine<D, BITS, true, ROLL, sh::VS>(a.v, row, n, rt, rp, vs0, pb, psm, o);
+        if (COOP && ch + 1 < c1 && ch + 1 != a.k.blocks) /* the next chunk's tiles */
+            coop_load<D, COOP, BITS>(a, row, ch + 1, kin, vin);
         __syncwarp();
     }
     /* the states of the tile's query heads (heads past the group pad the
