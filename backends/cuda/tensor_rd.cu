@@ -115,8 +115,8 @@ __device__ static inline void meta(const mf_view &c, uint32_t row, uint64_t ch, 
 }
 
 /* A tile whose words leave the payload reads as empty and fails the call
- * (in.bad; store reports it, so that a block may load before its PDL
- * wait, where it writes nothing). Native tiles start after the unit's
+ * (in.bad, reported by report: a block may load and store its records
+ * before its PDL wait, where it writes no global memory). Native tiles start after the unit's
  * earlier tiles: a scan over the lanes, which only a warp holding every
  * tile can do (COOP blocks take reference tensors only). */
 template <int D, bool COOP, int BITS>
@@ -161,19 +161,23 @@ __device__ static inline void words(const mf_view &c, rd_in<D, COOP, BITS> &in) 
     }
 }
 
-/* Range errors of the loaded tiles to c's flag, and their tables and part
- * records into the warp's records:
+/* The loaded tiles' range errors to c's flag. */
+template <int D, bool COOP, int BITS>
+__device__ static inline void report(const mf_view &c, const rd_in<D, COOP, BITS> &in) {
+    if (in.bad)
+        mf_cu_flag_range(c);
+}
+
+/* Tables and part records of the loaded tiles into the warp's records:
  * rt[rec] = table (4 bits: scale and zero as fp32), rp[j P + rec] = part
  * j's (w, b) (mf_rd_parts; 4 bits: the code windows of its two bitmap
  * bytes) and the placement selectors of its two bitmap bytes, looked up
  * here in lut (this lane's copy of the table), so that a part's decode
  * waits on one shared-memory round trip, not two. */
 template <int D, bool COOP, int BITS>
-__device__ static inline void store(const mf_view &c, const rd_in<D, COOP, BITS> &in, uint2 *rt,
-                                    uint4 *rp, const char *lut) {
+__device__ static inline void store(const rd_in<D, COOP, BITS> &in, uint2 *rt, uint4 *rp,
+                                    const char *lut) {
     const uint32_t L = log2_of(4 * RD_COPIES(COOP)); /* a lut row's bytes */
-    if (in.bad)
-        mf_cu_flag_range(c);
 #pragma unroll
     for (uint32_t i = 0; i < rd_in<D, COOP, BITS>::B; i++) {
         const uint32_t r = rec_of(in.jt[i]);
@@ -219,7 +223,8 @@ __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *
     for (uint32_t i0 = 0; i0 < rd_share<D, false>::TILES; i0 += rd_in<D, false, BITS>::B) {
         meta<D, false, BITS>(c, row, ch, i0, in);
         words<D, false, BITS>(c, in);
-        store<D, false, BITS>(c, in, rt, rp, lut);
+        report<D, false, BITS>(c, in);
+        store<D, false, BITS>(in, rt, rp, lut);
     }
 }
 
@@ -290,24 +295,34 @@ __device__ static void window_part(const mf_view &c, uint32_t row, uint32_t n, m
  * memory, fragment k of this lane at sm[64 k + lane] and sm[64 k + 32 +
  * lane], not from registers, which a loop index would send to local
  * memory. */
-template <bool ROLL, uint32_t N>
-__device__ static inline void frag(const uint32_t (&f)[N][2], const uint32_t *sm, uint32_t k,
-                                   uint32_t kl, uint32_t b[2]) {
+/* A fragment word, or one from its fp16 halves: volatile, so that it
+ * stays at the product instead of being hoisted to the loads. */
+__device__ static inline uint32_t word(uint32_t x) { return x; }
+__device__ static inline uint32_t word(const uint32_t (&h)[2]) {
+    uint32_t x;
+    asm volatile("prmt.b32 %0, %1, %2, 0x5410;" : "=r"(x) : "r"(h[0]), "r"(h[1]));
+    return x;
+}
+
+template <bool ROLL, typename F>
+__device__ static inline void frag(const F &f, const uint32_t *sm, uint32_t k, uint32_t kl,
+                                   uint32_t b[2]) {
     if (ROLL) {
         b[0] = sm[64 * k + threadIdx.x % 32];
         b[1] = sm[64 * k + 32 + threadIdx.x % 32];
     } else {
-        b[0] = f[kl][0];
-        b[1] = f[kl][1];
+        b[0] = word(f[kl][0]);
+        b[1] = word(f[kl][1]);
     }
 }
 
 /* S^T += K Q^T over KS channel steps from ks0 (WIN: the dense window of n
- * tokens); qf (ROLL: qsm) holds Q^T's fragments of those steps. */
+ * tokens); qf (ROLL: qsm) holds Q^T's fragments of those steps (qf: as
+ * their fp16 halves). */
 template <int D, int BITS, bool WIN, bool ROLL, uint32_t KS>
 __device__ static inline void key_scores(const mf_view &c, uint32_t row, uint32_t n,
                                          const uint2 *rt, const uint4 *rp, uint32_t ks0,
-                                         const uint32_t (&qf)[KS][2], const uint32_t *qsm,
+                                         const uint32_t (&qf)[KS][2][2], const uint32_t *qsm,
                                          float (&s)[4][4]) {
     const uint32_t g = threadIdx.x % 32 / 4, j = threadIdx.x % 4;
 #pragma unroll(ROLL ? 1 : KS)
@@ -435,7 +450,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     const float scale = mf_score_scale(D), ninf = -__int_as_float(0x7f800000);
     uint64_t c0 = (uint64_t)worker * a.per_worker, c1 = c0 + a.per_worker, ch;
     float o[D / 16][4], mrun[2] = {ninf, ninf}, lrun[2] = {0.0f, 0.0f}, *part_out;
-    uint32_t qf[sh::KS][2], i;
+    uint32_t qf[sh::KS][2][2], i;
     rd_in<D, COOP, BITS> kin, vin; /* COOP: the chunk's tiles */
     for (i = threadIdx.x; i < 256; i += blockDim.x) { /* each entry once, stored 4 copies at a time */
         const uint32_t e = mf_rd_lut(i, BITS);
@@ -444,39 +459,51 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     }
     if (c1 > a.chunks)
         c1 = a.chunks;
-    /* A COOP block's first chunk (a small layer's only one, often) loads
-     * while the kernel before it in the stream ends: K and V are no
-     * kernel's output there (mustafar.h, mf_attend_async); q may be. */
-    if (COOP && c0 < c1 && c0 != a.k.blocks)
-        coop_load<D, COOP, BITS>(a, row, c0, kin, vin);
+    /* A COOP block loads its first chunk (a small layer's only one, often)
+     * and stores K's records while the kernel before it in the stream
+     * ends: K and V are no kernel's output there (mustafar.h,
+     * mf_attend_async); q may be. */
+    if (COOP) {
+        if (c0 < c1 && c0 != a.k.blocks)
+            coop_load<D, COOP, BITS>(a, row, c0, kin, vin);
+        __syncthreads(); /* the table */
+        if (c0 < c1 && c0 != a.k.blocks)
+            store<D, COOP, BITS>(kin, rt, rp, lutc);
+    }
     tc_pdl_wait();
     /* B fragments of Q^T: head g, channels 16 ks + 2j (+ 1) and + 8 (ROLL:
-     * warp 0 stores them for all) */
+     * warp 0 stores them for all; else their halves wait in qf, so that
+     * nothing waits for the loads before the first product) */
 #pragma unroll
     for (uint32_t kl = 0; kl < sh::KS; kl++)
 #pragma unroll
         for (uint32_t h = 0; h < 2; h++) {
             const uint16_t *q =
                 a.q + ((size_t)row * a.group + hd) * D + 16 * (ks0 + kl) + 8 * h + 2 * j;
-            const uint32_t x = hd < a.group ? (uint32_t)q[1] << 16 | q[0] : 0u;
-            if (!ROLL)
-                qf[kl][h] = x;
-            else if (warp == 0)
-                qsm[64 * kl + 32 * h + lane] = x;
+            const uint32_t lo = hd < a.group ? q[0] : 0u, hi = hd < a.group ? q[1] : 0u;
+            if (!ROLL) {
+                qf[kl][h][0] = lo;
+                qf[kl][h][1] = hi;
+            } else if (warp == 0) {
+                qsm[64 * kl + 32 * h + lane] = hi << 16 | lo;
+            }
         }
 #pragma unroll
     for (uint32_t mt = 0; mt < D / 16; mt++)
         o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
-    __syncthreads();
+    if (ROLL)
+        __syncthreads(); /* the table and qsm */
     for (ch = c0; ch < c1; ch++) {
         const uint32_t n = ch == a.k.blocks ? a.k.tokens % MF_TILE : MF_TILE;
         float s[4][4], cmax[2], lsum[2], alpha[2];
         uint32_t pb[sh::VS][2];
         /* S^T[token][head] = K Q^T */
         if (n == MF_TILE) {
-            if (COOP)
-                store<D, COOP, BITS>(a.k, kin, rt, rp, lutc);
-            else
+            if (COOP) {
+                report<D, COOP, BITS>(a.k, kin);
+                if (ch != c0) /* the first chunk's records are stored */
+                    store<D, COOP, BITS>(kin, rt, rp, lutc);
+            } else
                 prep<D, BITS>(a.k, row, ch, rt, rp, lutc);
         }
         __syncwarp();
@@ -492,9 +519,10 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
             coop_scores(xs, s, vs0, n, scale, cmax);
         __syncwarp();
         if (n == MF_TILE) { /* V's records, while the softmax runs */
-            if (COOP)
-                store<D, COOP, BITS>(a.v, vin, rt, rp, lutc);
-            else
+            if (COOP) {
+                report<D, COOP, BITS>(a.v, vin);
+                store<D, COOP, BITS>(vin, rt, rp, lutc);
+            } else
                 prep<D, BITS>(a.v, row, ch, rt, rp, lutc);
         }
         /* Online softmax; this lane holds heads 2j + {0, 1} of tokens
@@ -564,16 +592,20 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         return;
     }
     /* COOP: O = ((O_0 + O_1) + O_2) + O_3 over the warps' token steps, the
-     * accumulators going through the records ([warp][head][channel]), and
-     * l the same way through xs ([warp][head]); m is every warp's. */
-    static_assert(HEADS * D * 4 <= rd_recs<D>::BYTES, "a warp's accumulators fit its records");
-    float *ob = (float *)recs;
+     * accumulators of the group's heads going through the records
+     * ([warp][head][channel], a head's row padded by a word: a store's
+     * lanes meet in a bank at most two at a time), and l the same way
+     * through xs ([warp][head]); m is every warp's. */
+    const uint32_t OR = D + 1, SUMS = HEADS * D / (RD_WARPS(1) * 32);
+    static_assert(HEADS * OR * 4 <= rd_recs<D>::BYTES, "a warp's accumulators fit its records");
+    float *ob = (float *)recs, x[SUMS][RD_WARPS(1)];
     __syncthreads();
 #pragma unroll
     for (uint32_t mt = 0; mt < D / 16; mt++)
 #pragma unroll
         for (uint32_t r = 0; r < 4; r++)
-            ob[(warp * HEADS + 2 * j + r % 2) * D + acc_row(mt, r)] = o[mt][r];
+            if (2 * j + r % 2 < heads)
+                ob[(warp * HEADS + 2 * j + r % 2) * OR + acc_row(mt, r)] = o[mt][r];
     if (lane < 4)
         for (uint32_t r = 0; r < 2; r++)
             xs[warp * HEADS + 2 * lane + r] = lrun[r];
@@ -589,17 +621,23 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
                 part_out[h * (D + 2) + 1] = l;
             }
         }
-    /* unrolled (the block's thread count is known), so that every load of
-     * the sums goes out before the first add waits */
+    /* every load of the sums before the first add (the block's thread
+     * count is known); element e is head e / D, channel e % D */
 #pragma unroll
-    for (uint32_t k = 0; k < HEADS * D / (RD_WARPS(1) * 32); k++) {
+    for (uint32_t k = 0; k < SUMS; k++) {
         const uint32_t e = threadIdx.x + k * RD_WARPS(1) * 32;
-        if (e < heads * D) {
-            float x = ob[e];
-            for (uint32_t w = 1; w < RD_WARPS(1); w++)
-                x = MF_ADD(x, ob[w * HEADS * D + e]);
-            part_out[e / D * (D + 2) + 2 + e % D] = x;
-        }
+#pragma unroll
+        for (uint32_t w = 0; w < RD_WARPS(1); w++)
+            x[k][w] = e < heads * D ? ob[(w * HEADS + e / D) * OR + e % D] : 0.0f;
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < SUMS; k++) {
+        const uint32_t e = threadIdx.x + k * RD_WARPS(1) * 32;
+        float sum = x[k][0];
+        for (uint32_t w = 1; w < RD_WARPS(1); w++)
+            sum = MF_ADD(sum, x[k][w]);
+        if (e < heads * D)
+            part_out[e / D * (D + 2) + 2 + e % D] = sum;
     }
 }
 
