@@ -250,12 +250,15 @@ mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k
  * copy or mf_attend_wait). A workspace from mf_buffer_alloc starts with no
  * errors; one from elsewhere needs an mf_attend_wait first. On the CPU
  * backend both return at once: the call's errors come from the call.
- * On sm_90 the TENSOR kernel of either call may start, and read K's and
- * V's tiles (nothing else), while the kernel queued before it still runs
- * (programmatic dependent launch): a kernel that writes K or V must not
- * let its dependents start early (griddepcontrol.launch_dependents) before
- * it has written them. (This library's encoder kernels never let them
- * start early.) */
+ * On compute capability 9.0 and later the TENSOR kernel of either call
+ * may start, and read K's and V's bitmaps, offsets, scales, zeros and
+ * payload (nothing else), while the kernel queued before it still runs
+ * (programmatic dependent launch). So a kernel that writes K or V and is
+ * queued right before the call must not let its dependents start early
+ * at all (griddepcontrol.launch_dependents,
+ * cudaTriggerProgrammaticLaunchCompletion): such a trigger makes no
+ * writes visible. This library's encoder never triggers, and its calls
+ * return only after their kernel has finished. */
 mf_status mf_attend_async(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
                           const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
                           void *workspace, size_t workspace_bytes);

@@ -83,10 +83,12 @@ tc_shape mf__rd_shape(uint32_t dim, int coop, uint32_t bits);
  * kernels are launched so that each may start while the kernel before it
  * in the stream (the previous call's merge, the call's own partial states)
  * still runs: a block does what needs no global memory (rd_kernel builds
- * its table) and then waits here for that kernel to finish and its writes
- * to show, before it reads or writes global memory. Past the wait it lets
- * the next kernel start the same way. A kernel launched without the
- * attribute passes the wait at once. */
+ * its table; a COOP block also reads its first chunk of K and V, which
+ * mustafar.h's mf_attend_async requires no kernel queued before the call
+ * to be writing) and then waits here for that kernel to finish and its
+ * writes to show, before it reads anything else or writes global memory.
+ * Past the wait it lets the next kernel start the same way. A kernel
+ * launched without the attribute passes the wait at once. */
 __device__ static inline void tc_pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");

@@ -228,6 +228,10 @@ __device__ static void prep(const mf_view &c, uint32_t row, uint64_t ch, uint2 *
     }
 }
 
+/* Whether chunk ch holds 64 compressed tokens (else it is the dense
+ * window's). */
+__device__ static inline bool full_chunk(const tc_args &a, uint64_t ch) { return ch != a.k.blocks; }
+
 /* A COOP warp's one batch of K's and of V's tiles of chunk ch: both
  * tensors' loads in flight together; V's wait in registers while K's
  * scores and the softmax run. */
@@ -461,13 +465,13 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
         c1 = a.chunks;
     /* A COOP block loads its first chunk (a small layer's only one, often)
      * and stores K's records while the kernel before it in the stream
-     * ends: K and V are no kernel's output there (mustafar.h,
-     * mf_attend_async); q may be. */
+     * ends: mf_attend_async (mustafar.h) requires that kernel not to be
+     * writing K or V; q it may be writing. */
     if (COOP) {
-        if (c0 < c1 && c0 != a.k.blocks)
+        if (c0 < c1 && full_chunk(a, c0))
             coop_load<D, COOP, BITS>(a, row, c0, kin, vin);
         __syncthreads(); /* the table */
-        if (c0 < c1 && c0 != a.k.blocks)
+        if (c0 < c1 && full_chunk(a, c0))
             store<D, COOP, BITS>(kin, rt, rp, lutc);
     }
     tc_pdl_wait();
@@ -494,7 +498,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
     if (ROLL)
         __syncthreads(); /* the table and qsm */
     for (ch = c0; ch < c1; ch++) {
-        const uint32_t n = ch == a.k.blocks ? a.k.tokens % MF_TILE : MF_TILE;
+        const uint32_t n = full_chunk(a, ch) ? MF_TILE : a.k.tokens % MF_TILE;
         float s[4][4], cmax[2], lsum[2], alpha[2];
         uint32_t pb[sh::VS][2];
         /* S^T[token][head] = K Q^T */
@@ -568,7 +572,7 @@ __global__ static void __launch_bounds__(RD_WARPS(COOP) * 32, (D == 256 ? 1 : 2)
             value_combine<D, BITS, false, ROLL, sh::VS>(a.v, row, n, rt, rp, vs0, pb, psm, o);
         else
             value_combine<D, BITS, true, ROLL, sh::VS>(a.v, row, n, rt, rp, vs0, pb, psm, o);
-        if (COOP && ch + 1 < c1 && ch + 1 != a.k.blocks) /* the next chunk's tiles */
+        if (COOP && ch + 1 < c1 && full_chunk(a, ch + 1)) /* the next chunk's tiles */
             coop_load<D, COOP, BITS>(a, row, ch + 1, kin, vin);
         __syncwarp();
     }
