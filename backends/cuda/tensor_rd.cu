@@ -116,9 +116,10 @@ __device__ static inline void meta(const mf_view &c, uint32_t row, uint64_t ch, 
 
 /* A tile whose words leave the payload reads as empty and fails the call
  * (in.bad, reported by report: a block may load and store its records
- * before its PDL wait, where it writes no global memory). Native tiles start after the unit's
- * earlier tiles: a scan over the lanes, which only a warp holding every
- * tile can do (COOP blocks take reference tensors only). */
+ * before its PDL wait, where it writes no global memory). Native tiles
+ * start after the unit's earlier tiles: a scan over the lanes, which only
+ * a warp holding every tile can do (COOP blocks take reference tensors
+ * only). */
 template <int D, bool COOP, int BITS>
 __device__ static inline void words(const mf_view &c, rd_in<D, COOP, BITS> &in) {
     const uint32_t lane = threadIdx.x % 32;
