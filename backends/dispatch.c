@@ -123,24 +123,71 @@ mf_status mf_encode_kv_workspace(mf_backend backend, const mf_desc *k, const mf_
     return backend == MF_BACKEND_CUDA ? mf_cuda_encode_kv_workspace(k, v, bytes) : MF_OK;
 }
 
-mf_status mf_encode_kv_ex(mf_backend backend, const uint16_t *k_dense, const uint16_t *v_dense,
-                          uint32_t keep, mf_ctensor *k_out, mf_ctensor *v_out,
-                          uint64_t k_capacity, uint64_t v_capacity, void *workspace,
-                          size_t workspace_bytes, mf_diag *diag) {
+/* The checks of mf_encode_kv_* calls (keep 0 .. dim: any for the wait). */
+static mf_status check_encode_kv(mf_backend backend, const uint16_t *k_dense,
+                                 const uint16_t *v_dense, uint32_t keep, const mf_ctensor *k_out,
+                                 const mf_ctensor *v_out, uint64_t k_capacity,
+                                 uint64_t v_capacity, mf_diag *diag) {
     mf_status st;
     if (!k_dense || !v_dense || !k_out || !v_out)
         return mf__fail(diag, MF_ERR_NULL, "a dense input or output tensor is NULL");
     if ((st = check_backend(backend, diag)) != MF_OK ||
         (st = check_encode(keep, k_out, k_capacity, diag)) != MF_OK ||
-        (st = check_encode(keep, v_out, v_capacity, diag)) != MF_OK ||
-        (st = check_kv(&k_out->desc, &v_out->desc, diag)) != MF_OK)
+        (st = check_encode(keep, v_out, v_capacity, diag)) != MF_OK)
         return st;
-    if (backend == MF_BACKEND_CUDA)
+    return check_kv(&k_out->desc, &v_out->desc, diag);
+}
+
+/* mf_encode_kv_ex (wait 1) and mf_encode_kv_async (wait 0). */
+static mf_status encode_kv(mf_backend backend, const uint16_t *k_dense, const uint16_t *v_dense,
+                           uint32_t keep, mf_ctensor *k_out, mf_ctensor *v_out,
+                           uint64_t k_capacity, uint64_t v_capacity, void *workspace,
+                           size_t workspace_bytes, int wait, mf_diag *diag) {
+    mf_status st;
+    if ((st = check_encode_kv(backend, k_dense, v_dense, keep, k_out, v_out, k_capacity,
+                              v_capacity, diag)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CUDA) {
+        if (!wait && !workspace)
+            return mf__fail(diag, MF_ERR_NULL, "mf_encode_kv_async needs a workspace");
         return mf_cuda_encode_kv(k_dense, v_dense, keep, k_out, v_out, k_capacity, v_capacity,
-                                 workspace, workspace_bytes, diag);
+                                 workspace, workspace_bytes, wait, diag);
+    }
     if ((st = mf_cpu_encode(k_dense, keep, k_out, k_capacity, diag)) != MF_OK)
         return st;
     return mf_cpu_encode(v_dense, keep, v_out, v_capacity, diag);
+}
+
+mf_status mf_encode_kv_ex(mf_backend backend, const uint16_t *k_dense, const uint16_t *v_dense,
+                          uint32_t keep, mf_ctensor *k_out, mf_ctensor *v_out,
+                          uint64_t k_capacity, uint64_t v_capacity, void *workspace,
+                          size_t workspace_bytes, mf_diag *diag) {
+    return encode_kv(backend, k_dense, v_dense, keep, k_out, v_out, k_capacity, v_capacity,
+                     workspace, workspace_bytes, 1, diag);
+}
+
+mf_status mf_encode_kv_async(mf_backend backend, const uint16_t *k_dense,
+                             const uint16_t *v_dense, uint32_t keep, mf_ctensor *k_out,
+                             mf_ctensor *v_out, uint64_t k_capacity, uint64_t v_capacity,
+                             void *workspace, size_t workspace_bytes, mf_diag *diag) {
+    return encode_kv(backend, k_dense, v_dense, keep, k_out, v_out, k_capacity, v_capacity,
+                     workspace, workspace_bytes, 0, diag);
+}
+
+mf_status mf_encode_kv_wait(mf_backend backend, const uint16_t *k_dense,
+                            const uint16_t *v_dense, mf_ctensor *k_out, mf_ctensor *v_out,
+                            uint64_t k_capacity, uint64_t v_capacity, void *workspace,
+                            size_t workspace_bytes, mf_diag *diag) {
+    mf_status st;
+    if ((st = check_encode_kv(backend, k_dense, v_dense, 0, k_out, v_out, k_capacity,
+                              v_capacity, diag)) != MF_OK)
+        return st;
+    if (backend == MF_BACKEND_CPU)
+        return MF_OK;
+    if (!workspace)
+        return mf__fail(diag, MF_ERR_NULL, "mf_encode_kv_wait needs the async call's workspace");
+    return mf_cuda_encode_kv_wait(k_dense, v_dense, k_out, v_out, k_capacity, v_capacity,
+                                  workspace, workspace_bytes, diag);
 }
 
 mf_status mf_decode(mf_backend backend, const mf_ctensor *c, uint16_t *dense, mf_diag *diag) {

@@ -9,9 +9,12 @@
  * calls (51 mf_attend_async calls and one mf_attend_wait, best of 3) and
  * the host's share of it (enqueue: until the last call returns; when it
  * is the whole queued time, the host sets the pace), and the compressed
- * bytes. Also the time to
- * encode one 64-token block of every row (an append). Prints CSV; bench/gpu_report.py joins it with bench/sdpa.py's
- * dense baseline into a table and a plot (bench/run-gpu.sh).
+ * bytes. Also the time to encode one 64-token block of every row (an
+ * append): as two calls, as one K and V call, and per call of K and V
+ * calls queued back to back (20 mf_encode_kv_async calls and one
+ * mf_encode_kv_wait, median of 51). Prints CSV; bench/gpu_report.py joins
+ * it with bench/sdpa.py's dense baseline into a table and a plot
+ * (bench/run-gpu.sh).
  *
  * The keys and values are mf_synth_layer's first 4096 tokens of each row
  * repeated along T: the work per token is that of real synthetic data,
@@ -28,7 +31,7 @@
 #include "synth.h"
 #include "timing.h"
 
-enum { KV = 8, GROUP = 4, DIM = 128, BASE = 4096, REPS = 51, WARM = 10, ENC_REPS = 5 };
+enum { KV = 8, GROUP = 4, DIM = 128, BASE = 4096, REPS = 51, WARM = 10, ENC_REPS = 5, QUEUED = 20 };
 
 #define TRY(call)                                                                          \
     do {                                                                                   \
@@ -177,6 +180,21 @@ static void append(const uint16_t *hk, const uint16_t *hv) {
         }
         printf("# append: the same as one mf_encode_kv_ex call, median %.1f us\n",
                mf_median(t, REPS) * 1e6);
+        /* A decoder's pipeline: calls queued back to back, one wait. */
+        for (i = -WARM; i < REPS; i++) {
+            double t0 = mf_now();
+            int j;
+            for (j = 0; j < QUEUED; j++)
+                TRY(mf_encode_kv_async(MF_BACKEND_CUDA, dk, dv, keep, &ck, &cv, s.payload_keep,
+                                       s.payload_keep, ws, wsb, NULL));
+            TRY(mf_encode_kv_wait(MF_BACKEND_CUDA, dk, dv, &ck, &cv, s.payload_keep,
+                                  s.payload_keep, ws, wsb, NULL));
+            if (i >= 0)
+                t[i] = (mf_now() - t0) / QUEUED;
+        }
+        printf("# append: the same as mf_encode_kv_async calls, %d queued back to back and "
+               "one mf_encode_kv_wait, median of %d such runs %.1f us per call\n",
+               QUEUED, REPS, mf_median(t, REPS) * 1e6);
         TRY(mf_buffer_free(MF_BACKEND_CUDA, ws));
         TRY(mf_ctensor_free_on(MF_BACKEND_CUDA, &ck));
         TRY(mf_ctensor_free_on(MF_BACKEND_CUDA, &cv));

@@ -212,6 +212,65 @@ Test(roundtrip, encode_kv_equals_two_encodes) {
     free(k), free(v);
 }
 
+/* The queued K and V encode on the CPU is mf_encode_kv_ex: the same bits
+ * and errors from the call itself; the wait checks its arguments. */
+Test(roundtrip, encode_kv_async_then_wait) {
+    uint64_t seed = 11;
+    const size_t n = (size_t)2 * 70 * 64;
+    uint16_t *k = th_dense(&seed, n, 2.0f), *v = th_dense(&seed, n, 2.0f);
+    mf_desc kd = th_desc(MF_KEY, MF_LAYOUT_REFERENCE, 4, 2, 70, 64);
+    mf_desc vd = th_desc(MF_VALUE, MF_LAYOUT_REFERENCE, 4, 2, 70, 64);
+    mf_ctensor ka, va, kb, vb;
+    mf_sizes s;
+    mf_diag diag;
+    int ws;
+    mf_sizes_of(&kd, 20, &s);
+    cr_assert_eq(mf_ctensor_alloc(&ka, &kd, s.payload_keep), MF_OK);
+    cr_assert_eq(mf_ctensor_alloc(&va, &vd, s.payload_keep), MF_OK);
+    cr_assert_eq(mf_ctensor_alloc(&kb, &kd, s.payload_keep), MF_OK);
+    cr_assert_eq(mf_ctensor_alloc(&vb, &vd, s.payload_keep), MF_OK);
+    cr_assert_eq(mf_encode_kv_ex(MF_BACKEND_CPU, k, v, 20, &ka, &va, s.payload_keep,
+                                 s.payload_keep, NULL, 0, &diag), MF_OK, "%s", diag.msg);
+    cr_assert_eq(mf_encode_kv_async(MF_BACKEND_CPU, k, v, 20, &kb, &vb, s.payload_keep,
+                                    s.payload_keep, NULL, 0, &diag), MF_OK, "%s", diag.msg);
+    cr_assert_eq(mf_encode_kv_wait(MF_BACKEND_CPU, k, v, &kb, &vb, s.payload_keep,
+                                   s.payload_keep, NULL, 0, &diag), MF_OK, "%s", diag.msg);
+    cr_assert_eq(ka.payload_words, kb.payload_words);
+    cr_assert_eq(va.payload_words, vb.payload_words);
+    cr_assert_arr_eq(ka.payload, kb.payload, ka.payload_words * 4);
+    cr_assert_arr_eq(va.payload, vb.payload, va.payload_words * 4);
+    cr_assert_arr_eq(ka.scales, kb.scales, (size_t)2 * 1 * 64 * 2);
+    cr_assert_arr_eq(va.zeros, vb.zeros, (size_t)2 * 1 * 64 * 2);
+    cr_assert_arr_eq(va.window, vb.window, (size_t)2 * 6 * 64 * 2);
+    /* errors come from the call; the wait checks what it is given */
+    v[7] = 0xfc00u;
+    cr_assert_eq(mf_encode_kv_async(MF_BACKEND_CPU, k, v, 20, &kb, &vb, s.payload_keep,
+                                    s.payload_keep, NULL, 0, &diag), MF_ERR_NONFINITE);
+    cr_assert_eq(mf_encode_kv_async(MF_BACKEND_CPU, k, v, 20, &kb, &vb, 1, 1, NULL, 0, &diag),
+                 MF_ERR_BUFFER_SMALL);
+    cr_assert_eq(mf_encode_kv_async(MF_BACKEND_CPU, k, v, 65, &kb, &vb, s.payload_keep,
+                                    s.payload_keep, NULL, 0, &diag), MF_ERR_ARG);
+    cr_assert_eq(mf_encode_kv_wait(MF_BACKEND_CPU, k, NULL, &kb, &vb, s.payload_keep,
+                                   s.payload_keep, NULL, 0, &diag), MF_ERR_NULL);
+    cr_assert_eq(mf_encode_kv_wait(MF_BACKEND_CPU, k, v, &vb, &kb, s.payload_keep,
+                                   s.payload_keep, NULL, 0, &diag), MF_ERR_ARG);
+    cr_assert_eq(mf_encode_kv_wait((mf_backend)7, k, v, &kb, &vb, s.payload_keep,
+                                   s.payload_keep, NULL, 0, &diag), MF_ERR_ARG);
+    if (!mf_backend_available(MF_BACKEND_CUDA)) {
+        cr_assert_eq(mf_encode_kv_async(MF_BACKEND_CUDA, k, v, 20, &kb, &vb, s.payload_keep,
+                                        s.payload_keep, &ws, sizeof ws, &diag),
+                     MF_ERR_NO_DEVICE);
+        cr_assert_eq(mf_encode_kv_wait(MF_BACKEND_CUDA, k, v, &kb, &vb, s.payload_keep,
+                                       s.payload_keep, &ws, sizeof ws, &diag),
+                     MF_ERR_NO_DEVICE);
+    }
+    mf_ctensor_free(&ka);
+    mf_ctensor_free(&va);
+    mf_ctensor_free(&kb);
+    mf_ctensor_free(&vb);
+    free(k), free(v);
+}
+
 Test(attend, compressed_equals_decoded_at_1_2_7_threads) {
     uint64_t seed = 7;
     int iter;

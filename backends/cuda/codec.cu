@@ -6,9 +6,10 @@
  * channels, never a zero), builds the bitmaps, scales and zeros, and gets
  * its payload start from the units before it by a decoupled look-back over
  * per-unit flags; then it writes offsets and payload. The input is read
- * once and the host reads back one record: the two error keys and the
- * payload total. Errors are keyed like the CPU's scan order so the same
- * one is reported. */
+ * once and the host reads back one record (at once, or in
+ * mf_encode_kv_wait after mf_encode_kv_async): the two error keys and
+ * the payload total. Errors are keyed like the CPU's scan order so the
+ * same one is reported. */
 #include <cuda_fp16.h>
 
 #include "common.cuh"
@@ -570,17 +571,32 @@ static mf_status encode_result(const unsigned long long *ctl, const uint16_t *de
     return MF_OK;
 }
 
+/* The results of n tensors' encoding from their control records (the
+ * scratch's front): a failing tensor is reported, the first one first;
+ * the other's payload_words is set only if it was encoded. */
+static mf_status encode_results(uint32_t n, const void *scratch, const uint16_t *const dense[2],
+                                mf_ctensor *const out[2], const uint64_t capacity[2],
+                                mf_diag *diag) {
+    unsigned long long ctl[2 * CTL_BYTES / 8];
+    mf_status st = MF_OK;
+    uint32_t i;
+    if (cudaMemcpy(ctl, scratch, n * CTL_BYTES, cudaMemcpyDeviceToHost) != cudaSuccess)
+        return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
+    for (i = 0; i < n && st == MF_OK; i++)
+        st = encode_result(ctl + i * CTL_BYTES / 8, dense[i], out[i], capacity[i], diag);
+    return st;
+}
+
 /* Encodes n (1 or 2) tensors of one head dim and code width in one
- * launch: one scratch clear, one kernel, one read-back. A failing tensor
- * is reported, the first one first; the other's payload_words is set
- * only if it was encoded. */
+ * launch: one scratch clear, one kernel, and (wait 1) one read-back;
+ * wait 0 returns once queued, the results left in the workspace. */
 static mf_status encode_jobs(uint32_t n, const uint16_t *const dense[2], uint32_t keep,
                              mf_ctensor *const out[2], const uint64_t capacity[2],
-                             void *workspace, size_t workspace_bytes, mf_diag *diag) {
+                             void *workspace, size_t workspace_bytes, int wait,
+                             mf_diag *diag) {
     const mf_desc *d = &out[0]->desc;
     enc_job job[2];
     mf_status st = MF_OK;
-    unsigned long long ctl[2 * CTL_BYTES / 8];
     char *scratch = (char *)workspace, *fl;
     size_t bytes = n * CTL_BYTES;
     uint64_t grid = 0;
@@ -630,10 +646,8 @@ static mf_status encode_jobs(uint32_t n, const uint16_t *const dense[2], uint32_
         if (cudaGetLastError() != cudaSuccess)
             goto device;
     }
-    if (cudaMemcpy(ctl, scratch, n * CTL_BYTES, cudaMemcpyDeviceToHost) != cudaSuccess)
-        goto device;
-    for (i = 0; i < n && st == MF_OK; i++)
-        st = encode_result(ctl + i * CTL_BYTES / 8, dense[i], out[i], capacity[i], diag);
+    if (wait)
+        st = encode_results(n, scratch, dense, out, capacity, diag);
     goto done;
 device:
     st = mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
@@ -649,17 +663,31 @@ extern "C" mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_cte
     const uint16_t *const in[2] = {dense, NULL};
     mf_ctensor *const outs[2] = {out, NULL};
     const uint64_t cap[2] = {capacity, 0};
-    return encode_jobs(1, in, keep, outs, cap, workspace, workspace_bytes, diag);
+    return encode_jobs(1, in, keep, outs, cap, workspace, workspace_bytes, 1, diag);
 }
 
 extern "C" mf_status mf_cuda_encode_kv(const uint16_t *k_dense, const uint16_t *v_dense,
                                        uint32_t keep, mf_ctensor *k_out, mf_ctensor *v_out,
                                        uint64_t k_capacity, uint64_t v_capacity, void *workspace,
-                                       size_t workspace_bytes, mf_diag *diag) {
+                                       size_t workspace_bytes, int wait, mf_diag *diag) {
     const uint16_t *const in[2] = {k_dense, v_dense};
     mf_ctensor *const outs[2] = {k_out, v_out};
     const uint64_t cap[2] = {k_capacity, v_capacity};
-    return encode_jobs(2, in, keep, outs, cap, workspace, workspace_bytes, diag);
+    return encode_jobs(2, in, keep, outs, cap, workspace, workspace_bytes, wait, diag);
+}
+
+extern "C" mf_status mf_cuda_encode_kv_wait(const uint16_t *k_dense, const uint16_t *v_dense,
+                                            mf_ctensor *k_out, mf_ctensor *v_out,
+                                            uint64_t k_capacity, uint64_t v_capacity,
+                                            const void *workspace, size_t workspace_bytes,
+                                            mf_diag *diag) {
+    const uint16_t *const in[2] = {k_dense, v_dense};
+    mf_ctensor *const outs[2] = {k_out, v_out};
+    const uint64_t cap[2] = {k_capacity, v_capacity};
+    if (workspace_bytes < 2 * CTL_BYTES)
+        return mf__fail(diag, MF_ERR_BUFFER_SMALL, "encode workspace has %zu bytes, needs %u",
+                        workspace_bytes, 2 * CTL_BYTES);
+    return encode_results(2, workspace, in, outs, cap, diag);
 }
 
 /* Block per unit: every dense element of the unit from its tile. */

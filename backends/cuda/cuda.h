@@ -25,10 +25,16 @@ mf_status mf_cuda_encode(const uint16_t *dense, uint32_t keep, mf_ctensor *out,
                          uint64_t capacity, void *workspace, size_t workspace_bytes,
                          mf_diag *diag);
 mf_status mf_cuda_encode_kv_workspace(const mf_desc *k, const mf_desc *v, size_t *bytes);
+/* wait 0: mf_encode_kv_async (return once queued, the results left in the
+ * workspace for mf_cuda_encode_kv_wait, which needs the same arguments). */
 mf_status mf_cuda_encode_kv(const uint16_t *k_dense, const uint16_t *v_dense, uint32_t keep,
                             mf_ctensor *k_out, mf_ctensor *v_out, uint64_t k_capacity,
                             uint64_t v_capacity, void *workspace, size_t workspace_bytes,
-                            mf_diag *diag);
+                            int wait, mf_diag *diag);
+mf_status mf_cuda_encode_kv_wait(const uint16_t *k_dense, const uint16_t *v_dense,
+                                 mf_ctensor *k_out, mf_ctensor *v_out, uint64_t k_capacity,
+                                 uint64_t v_capacity, const void *workspace,
+                                 size_t workspace_bytes, mf_diag *diag);
 mf_status mf_cuda_decode(const mf_ctensor *c, uint16_t *dense, mf_diag *diag);
 mf_status mf_cuda_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t group,
                              float *scores);

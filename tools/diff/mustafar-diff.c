@@ -557,13 +557,19 @@ static void run_case(ctx *c) {
         TRY(mf_ctensor_alloc_on(MF_BACKEND_CUDA, &gk, &kd, s.payload_keep));
         TRY(mf_ctensor_alloc_on(MF_BACKEND_CUDA, &gv, &vd, s.payload_keep));
         memset(&dg, 0, sizeof dg);
-        if (c->index % 2) { /* K and V in one call, caller's scratch */
+        if (c->index % 2) { /* K and V in one call, caller's scratch; queued for 1 in 2 */
             size_t wsb;
             void *ws;
             TRY(mf_encode_kv_workspace(MF_BACKEND_CUDA, &kd, &vd, &wsb));
             TRY(mf_buffer_alloc(MF_BACKEND_CUDA, wsb, &ws));
-            sg = mf_encode_kv_ex(MF_BACKEND_CUDA, g.p[0], g.p[1], keep, &gk, &gv, s.payload_keep,
-                                 s.payload_keep, ws, wsb, &dg);
+            if (c->index % 4 == 1)
+                sg = mf_encode_kv_ex(MF_BACKEND_CUDA, g.p[0], g.p[1], keep, &gk, &gv,
+                                     s.payload_keep, s.payload_keep, ws, wsb, &dg);
+            else if ((sg = mf_encode_kv_async(MF_BACKEND_CUDA, g.p[0], g.p[1], keep, &gk, &gv,
+                                              s.payload_keep, s.payload_keep, ws, wsb, &dg)) ==
+                     MF_OK)
+                sg = mf_encode_kv_wait(MF_BACKEND_CUDA, g.p[0], g.p[1], &gk, &gv, s.payload_keep,
+                                       s.payload_keep, ws, wsb, &dg);
             TRY(mf_buffer_free(MF_BACKEND_CUDA, ws));
         } else { /* K through mf_encode (own scratch), V through mf_encode_ex */
             sg = mf_encode(MF_BACKEND_CUDA, g.p[0], keep, &gk, s.payload_keep, &dg);
