@@ -209,13 +209,13 @@ void mf__encode_unit_pack(const mf_desc *d, const uint16_t *block, const uint64_
             }
         } else {
             /* codes collect in a register and go out a word at a time */
-            float s = mf_h2f(scales[j]), z = mf_h2f(zeros[j]);
+            float s = mf_h2f(scales[j]), r = MF_DIV(1.0f, s), z = mf_h2f(zeros[j]);
             uint64_t acc = 0;
             uint32_t fill = 0;
             while (bm) {
                 uint32_t i = (uint32_t)__builtin_clzll(bm);
                 bm &= ~(UINT64_C(1) << (63 - i));
-                acc |= (uint64_t)mf_quant_code(mf_h2f(unit_elem(d, block, j, i)), s, z, d->bits)
+                acc |= (uint64_t)mf_quant_code(mf_h2f(unit_elem(d, block, j, i)), s, r, z, d->bits)
                        << fill;
                 fill += d->bits;
                 if (fill == 32) {

@@ -209,9 +209,22 @@ MF_HD void mf_quant_params(float mn, float mx, uint32_t bits, uint16_t *scale,
     *zero = mf_f2h(z);
 }
 
-/* Code of value x (fp32 of an fp16) given fp32 scale s and zero z. */
-MF_HD uint32_t mf_quant_code(float x, float s, float z, uint32_t bits) {
-    float q = MF_ADD(floorf(MF_ADD(MF_DIV(x, s), 0.5f)), z);
+/* x / s, bit for bit MF_DIV(x, s) (a zero may come out +0 for -0), for
+ * fp16 values x and s > 0 and r = MF_DIV(1.0f, s): the product, then one
+ * fused correction with its exact residual. Not a general division:
+ * tools/numerics/check-div.c checks it for every finite fp16 x against
+ * every positive finite fp16 s (scripts/test.sh runs it). Three
+ * operations for the encoder's every nonzero instead of a division (a
+ * dozen or more on a GPU). */
+MF_HD float mf_div_h(float x, float s, float r) {
+    float q = MF_MUL(x, r);
+    return MF_FMA(MF_FMA(-q, s, x), r, q);
+}
+
+/* Code of value x (fp32 of an fp16) given fp32 scale s (an fp16 value),
+ * its reciprocal r = MF_DIV(1.0f, s) and zero z. */
+MF_HD uint32_t mf_quant_code(float x, float s, float r, float z, uint32_t bits) {
+    float q = MF_ADD(floorf(MF_ADD(mf_div_h(x, s, r), 0.5f)), z);
     float hi = (float)((1u << bits) - 1u);
     if (q < 0.0f)
         q = 0.0f;

@@ -14,6 +14,9 @@ cmake --build build -j"$JOBS"
 echo "== tests"
 ./build/mustafar-tests -j"$JOBS"
 
+echo "== mf_div_h against IEEE division, every fp16 pair"
+./build/tools/mustafar-check-div
+
 echo "== differential harness, CPU-only part (GPU rows: skipped: no GPU)"
 ./build/tools/mustafar-diff --cases 300 --seed 1 --jobs "$JOBS"
 

@@ -226,3 +226,26 @@ Test(known, exp_vector_path_equals_scalar_mf_exp) {
     cr_assert(isinf(mf_exp(100.0f)));
     cr_assert(fabsf(mf_exp(1.0f) - 2.7182817f) < 1e-6f);
 }
+
+/* Every finite x divided by the fp16 scale sh. */
+static void check_div_h(uint32_t sh) {
+    const float s = mf_h2f((uint16_t)sh), r = MF_DIV(1.0f, s);
+    uint32_t h;
+    for (h = 0; h < 0x10000; h++) {
+        const float x = mf_h2f((uint16_t)h);
+        if (mf_h_finite((uint16_t)h))
+            cr_assert(mf_div_h(x, s, r) == MF_DIV(x, s), "x 0x%04x, s 0x%04x: %a, not %a", h, sh,
+                      (double)mf_div_h(x, s, r), (double)MF_DIV(x, s));
+    }
+}
+
+/* mf_div_h, the encoder's quotient, is the IEEE one for fp16 operands
+ * (every pair: tools/numerics/check-div.c, run by scripts/test.sh); here
+ * every finite x against a sample of scales: every 7th subnormal, every
+ * 97th normal and the largest. */
+Test(known, div_h_equals_division_for_fp16_operands) {
+    uint32_t sh;
+    for (sh = 1; sh < 0x7c00; sh += sh < 0x400 ? 7 : 97)
+        check_div_h(sh);
+    check_div_h(0x7bff);
+}

@@ -485,13 +485,13 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 if (i < (n + 7) / 8 * 4)
                     w[CHUNK / 2 * k + i] = val[h][i];
         } else {
-            const float s = sf[j], z = zf[j];
+            const float s = sf[j], r = MF_DIV(1.0f, s), z = zf[j];
             uint32_t out[2] = {0, 0};
 #pragma unroll
             for (i = 0; i < CHUNK; i++)
                 if (i < n) {
                     uint16_t x = (uint16_t)(val[h][i / 2] >> (16 * (i % 2)));
-                    out[i * BITS / 32] |= mf_quant_code(__half2float(__ushort_as_half(x)), s, z, BITS)
+                    out[i * BITS / 32] |= mf_quant_code(__half2float(__ushort_as_half(x)), s, r, z, BITS)
                                           << (i * BITS % 32);
                 }
             if (BITS == 2) {
