@@ -180,7 +180,9 @@ static void append(const uint16_t *hk, const uint16_t *hv) {
         }
         printf("# append: the same as one mf_encode_kv_ex call, median %.1f us\n",
                mf_median(t, REPS) * 1e6);
-        /* A decoder's pipeline: calls queued back to back, one wait. */
+        /* A decoder's pipeline: calls queued back to back, one wait. All
+         * share one workspace and pair of tensors, which the stream's
+         * order keeps apart; only the last call's result is read. */
         for (i = -WARM; i < REPS; i++) {
             double t0 = mf_now();
             int j;

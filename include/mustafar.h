@@ -167,17 +167,19 @@ mf_status mf_encode_kv_ex(mf_backend backend, const uint16_t *k_dense, const uin
                           uint64_t k_capacity, uint64_t v_capacity, void *workspace,
                           size_t workspace_bytes, mf_diag *diag);
 
-/* Encoding in a decode loop: mf_encode_kv_async is mf_encode_kv_ex (a
- * workspace is required) that, on the CUDA backend, returns once its work
- * is queued (CUDA's default stream) instead of reading its result back,
- * a wait for the GPU. Checks on the host still fail it at once. What the
- * device finds (non-finite input, a payload over capacity) and both
- * tensors' payload_words come from mf_encode_kv_wait, called with the same
- * arguments (less keep), which waits for the queued work. Until it
- * returns, the workspace, the inputs and both tensors belong to the queued
- * work: a decoder can queue a full block's encode and collect it a step
- * later. On the CPU backend the async call does all the work and
- * returns its errors; the wait then only checks its arguments. */
+/* Encoding in a decode loop: mf_encode_kv_async is mf_encode_kv_ex that,
+ * on the CUDA backend (a workspace required, else MF_ERR_NULL), returns
+ * once its work is queued (CUDA's default stream) instead of reading its
+ * result back, a wait for the GPU. Checks on the host still fail it at
+ * once. What the device finds (non-finite input, a payload over capacity)
+ * and both tensors' payload_words come from mf_encode_kv_wait, called
+ * after an async call that returned MF_OK, with the same backend and
+ * arguments (less keep); it waits for the queued work. The wait cannot
+ * tell a stale workspace from a fresh result. Until it returns, the
+ * workspace, the inputs and both tensors belong to the queued work: a
+ * decoder can queue a full block's encode and collect it a step later.
+ * On the CPU backend the async call does all the work and returns its
+ * errors; the wait then only checks its arguments. */
 mf_status mf_encode_kv_async(mf_backend backend, const uint16_t *k_dense,
                              const uint16_t *v_dense, uint32_t keep, mf_ctensor *k_out,
                              mf_ctensor *v_out, uint64_t k_capacity, uint64_t v_capacity,
@@ -277,8 +279,9 @@ mf_status mf_attend_ex(mf_backend backend, mf_kernel kernel, const mf_ctensor *k
  * queued right before the call must not let its dependents start early
  * at all (griddepcontrol.launch_dependents,
  * cudaTriggerProgrammaticLaunchCompletion): such a trigger makes no
- * writes visible. This library's encoder never triggers (so an
- * mf_encode_kv_async call may come right before). */
+ * writes visible. This library's encoder never triggers. (Attention on
+ * the tensors of an mf_encode_kv_async call comes after its
+ * mf_encode_kv_wait, which sets their payload_words.) */
 mf_status mf_attend_async(mf_backend backend, mf_kernel kernel, const mf_ctensor *k,
                           const mf_ctensor *v, const uint16_t *q, uint32_t group, float *out,
                           void *workspace, size_t workspace_bytes);

@@ -239,9 +239,16 @@ Test(roundtrip, encode_kv_async_then_wait) {
     cr_assert_eq(va.payload_words, vb.payload_words);
     cr_assert_arr_eq(ka.payload, kb.payload, ka.payload_words * 4);
     cr_assert_arr_eq(va.payload, vb.payload, va.payload_words * 4);
-    cr_assert_arr_eq(ka.scales, kb.scales, (size_t)2 * 1 * 64 * 2);
-    cr_assert_arr_eq(va.zeros, vb.zeros, (size_t)2 * 1 * 64 * 2);
-    cr_assert_arr_eq(va.window, vb.window, (size_t)2 * 6 * 64 * 2);
+    cr_assert_arr_eq(ka.bitmaps, kb.bitmaps, (size_t)s.tiles * 8);
+    cr_assert_arr_eq(va.bitmaps, vb.bitmaps, (size_t)s.tiles * 8);
+    cr_assert_arr_eq(ka.offsets, kb.offsets, (size_t)s.offsets * 4);
+    cr_assert_arr_eq(va.offsets, vb.offsets, (size_t)s.offsets * 4);
+    cr_assert_arr_eq(ka.scales, kb.scales, (size_t)s.tiles * 2);
+    cr_assert_arr_eq(va.scales, vb.scales, (size_t)s.tiles * 2);
+    cr_assert_arr_eq(ka.zeros, kb.zeros, (size_t)s.tiles * 2);
+    cr_assert_arr_eq(va.zeros, vb.zeros, (size_t)s.tiles * 2);
+    cr_assert_arr_eq(ka.window, kb.window, (size_t)s.window * 2);
+    cr_assert_arr_eq(va.window, vb.window, (size_t)s.window * 2);
     /* errors come from the call; the wait checks what it is given */
     v[7] = 0xfc00u;
     cr_assert_eq(mf_encode_kv_async(MF_BACKEND_CPU, k, v, 20, &kb, &vb, s.payload_keep,

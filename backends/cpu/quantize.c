@@ -1,7 +1,9 @@
 /* quantize.c - AVX2 quantization and packing of encoder units.
  *
  * The same arithmetic as core/encode.c (mf_quant_params, mf_quant_code:
- * each lane one IEEE operation of the same kind and order), reorganized
+ * each lane one IEEE operation of the same kind and order, the code's
+ * quotient an IEEE division where core computes the same f32 with
+ * mf_div_h), reorganized
  * so a tile's 64 elements are quantized 8 at a time and its kept codes
  * are compacted with pext. tests/test_golden.c pins the bytes, which the
  * portable build (core's units) must produce too. */

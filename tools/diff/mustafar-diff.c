@@ -570,6 +570,13 @@ static void run_case(ctx *c) {
                      MF_OK)
                 sg = mf_encode_kv_wait(MF_BACKEND_CUDA, g.p[0], g.p[1], &gk, &gv, s.payload_keep,
                                        s.payload_keep, ws, wsb, &dg);
+            if (c->index % 4 != 1 && /* the queued pair's own checks */
+                (mf_encode_kv_async(MF_BACKEND_CUDA, g.p[0], g.p[1], keep, &gk, &gv,
+                                    s.payload_keep, s.payload_keep, NULL, 0, NULL) != MF_ERR_NULL ||
+                 mf_encode_kv_wait(MF_BACKEND_CUDA, g.p[0], g.p[1], &gk, &gv, s.payload_keep,
+                                   s.payload_keep, ws, 8, NULL) != MF_ERR_BUFFER_SMALL))
+                violation(c, OP_ENCODE, "mf_encode_kv_async without a workspace or "
+                                        "mf_encode_kv_wait with 8 bytes of it accepted");
             TRY(mf_buffer_free(MF_BACKEND_CUDA, ws));
         } else { /* K through mf_encode (own scratch), V through mf_encode_ex */
             sg = mf_encode(MF_BACKEND_CUDA, g.p[0], keep, &gk, s.payload_keep, &dg);

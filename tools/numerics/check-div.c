@@ -26,8 +26,8 @@ int main(void) {
             if (!(mf_div_h(xs[i], s, r) == MF_DIV(xs[i], s)))
                 bad++;
     }
-    printf("mf_div_h: %u finite x, %d positive finite s: %lld differ from x / s\n", nx,
-           0x7c00 - 1, bad);
+    printf("mf_div_h: %u finite x, %d positive finite s: %lld differ from x / s\n",
+           (unsigned)nx, 0x7c00 - 1, bad);
     free(xs);
     return bad != 0;
 }
