@@ -50,8 +50,17 @@ MF_HD float mf_bits_f32(uint32_t u) {
     return f;
 }
 
-/* fp16 -> fp32, exact; NaN payloads kept. */
+/* fp16 -> fp32, exact; NaN payloads kept. The device converts finite
+ * values with the hardware's exact conversion (the same bits, one
+ * instruction); infinities and NaNs take the integer code. */
 MF_HD float mf_h2f(uint16_t h) {
+#ifdef __CUDA_ARCH__
+    if ((h & 0x7c00u) != 0x7c00u) {
+        float f;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+        return f;
+    }
+#endif
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
     uint32_t man = h & 0x3ffu;
@@ -69,6 +78,13 @@ MF_HD float mf_h2f(uint16_t h) {
  * gives the quiet NaN 0x7e00 with the input's sign. */
 MF_HD uint16_t mf_f2h(float f) {
     uint32_t x = mf_f32_bits(f);
+#ifdef __CUDA_ARCH__
+    if (f == f) { /* the hardware's IEEE rounding, the same bits; NaNs below */
+        unsigned short r;
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f));
+        return r;
+    }
+#endif
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t a = x & 0x7fffffffu;
     if (a > 0x7f800000u)
@@ -221,16 +237,25 @@ MF_HD float mf_div_h(float x, float s, float r) {
     return MF_FMA(MF_FMA(-q, s, x), r, q);
 }
 
-/* Code of value x (fp32 of an fp16) given fp32 scale s (an fp16 value),
- * its reciprocal r = MF_DIV(1.0f, s) and zero z. */
-MF_HD uint32_t mf_quant_code(float x, float s, float r, float z, uint32_t bits) {
-    float q = MF_ADD(floorf(MF_ADD(mf_div_h(x, s, r), 0.5f)), z);
-    float hi = (float)((1u << bits) - 1u);
-    if (q < 0.0f)
-        q = 0.0f;
+/* The code of value x (fp32 of an fp16) given fp32 scale s (an fp16
+ * value), its reciprocal r = MF_DIV(1.0f, s) and zb = z + 2^23 (exact: z
+ * is an integer of magnitude at most 65504), as the float 2^23 + code:
+ * its bits are 0x4b000000 + code, so codes pack by integer adds without a
+ * float-to-integer conversion. The sum's rounding cannot move a value
+ * across the clamp's ends, so this is SPEC.md's code exactly. */
+MF_HD float mf_quant_biased(float x, float s, float r, float zb, uint32_t bits) {
+    float q = MF_ADD(floorf(MF_ADD(mf_div_h(x, s, r), 0.5f)), zb);
+    float hi = MF_ADD(8388608.0f, (float)((1u << bits) - 1u));
+    if (q < 8388608.0f)
+        q = 8388608.0f;
     if (q > hi)
         q = hi;
-    return (uint32_t)q;
+    return q;
+}
+
+/* The code itself (same arguments, but the zero z unbiased). */
+MF_HD uint32_t mf_quant_code(float x, float s, float r, float z, uint32_t bits) {
+    return mf_f32_bits(mf_quant_biased(x, s, r, MF_ADD(z, 8388608.0f), bits)) - 0x4b000000u;
 }
 
 /* ---- softmax state merge ------------------------------------------- */

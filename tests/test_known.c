@@ -249,3 +249,29 @@ Test(known, div_h_equals_division_for_fp16_operands) {
         check_div_h(sh);
     check_div_h(0x7bff);
 }
+
+/* SPEC.md's code for kept value x, as written there (IEEE quotient). */
+static uint32_t spec_code(float x, float s, float z, uint32_t bits) {
+    float q = MF_ADD(floorf(MF_ADD(MF_DIV(x, s), 0.5f)), z), hi = (float)((1u << bits) - 1u);
+    return q < 0.0f ? 0u : q > hi ? (uint32_t)hi : (uint32_t)q;
+}
+
+/* mf_quant_code, which adds z + 2^23 and reads the code from the float's
+ * bits, against the spec's form: every 5th finite x, a sample of scales,
+ * zeros from both ends of the range, both code widths. */
+Test(known, biased_code_equals_spec_code) {
+    static const float zs[] = {-65504.0f, -2049.0f, -3.0f, 0.0f, 1.0f, 2.0f, 15.0f, 65504.0f};
+    uint32_t sh, h, k, bits;
+    for (sh = 1; sh < 0x7c00; sh += sh < 0x400 ? 7 : 97) {
+        const float s = mf_h2f((uint16_t)sh), r = MF_DIV(1.0f, s);
+        for (h = 0; h < 0x10000; h += 5) {
+            const float x = mf_h2f((uint16_t)h);
+            if (!mf_h_finite((uint16_t)h))
+                continue;
+            for (k = 0; k < sizeof zs / sizeof zs[0]; k++)
+                for (bits = 2; bits <= 4; bits += 2)
+                    cr_assert(mf_quant_code(x, s, r, zs[k], bits) == spec_code(x, s, zs[k], bits),
+                              "x 0x%04x, s 0x%04x, z %g, %u bits", h, sh, (double)zs[k], bits);
+        }
+    }
+}
