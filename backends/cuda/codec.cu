@@ -85,20 +85,31 @@ __device__ static inline __half2 as_h2(uint32_t x) {
  * of the half compare is the order of the bits, so the packed compares of
  * the hardware count and select them. */
 
-/* How many of the row's magnitudes are >= t (fp16 bits in both halves):
- * the counts of each half stay exact in fp16 (at most 128). The row's
- * TPR threads are adjacent lanes. */
+/* How many of the row's magnitudes are >= t (fp16 bits in both halves),
+ * as an fp16 count in both halves of the result: counts stay exact in
+ * fp16 (at most 256), and for non-negative fp16 values the order of the
+ * bits is the order of the values, so callers compare the result's bits
+ * with an integer. Four partial sums keep the dependent chain short. The
+ * row's TPR threads are adjacent lanes. */
 template <int TPR>
 __device__ static inline uint32_t row_count_ge(const uint32_t (&a)[16], uint32_t t) {
-    __half2 acc = __hge2(as_h2(a[0]), as_h2(t));
+    __half2 acc[4];
 #pragma unroll
-    for (int w = 1; w < 16; w++)
-        acc = __hadd2(acc, __hge2(as_h2(a[w]), as_h2(t)));
+    for (int w = 0; w < 4; w++)
+        acc[w] = __hadd2(__hge2(as_h2(a[w]), as_h2(t)), __hge2(as_h2(a[w + 4]), as_h2(t)));
+#pragma unroll
+    for (int w = 8; w < 16; w++)
+        acc[w % 4] = __hadd2(acc[w % 4], __hge2(as_h2(a[w]), as_h2(t)));
+    acc[0] = __hadd2(__hadd2(acc[0], acc[1]), __hadd2(acc[2], acc[3]));
 #pragma unroll
     for (int o = TPR / 2; o > 0; o /= 2)
-        acc = __hadd2(acc, __shfl_xor_sync(FULL, acc, o));
-    return (uint32_t)__half2float(__hadd(__low2half(acc), __high2half(acc)));
+        acc[0] = __hadd2(acc[0], __shfl_xor_sync(FULL, acc[0], o));
+    acc[0] = __hadd2(acc[0], __lowhigh2highlow(acc[0]));
+    return *(const uint32_t *)&acc[0];
 }
+
+/* The larger of each half (16-bit unsigned). */
+__device__ static inline uint32_t umax2(uint32_t x, uint32_t y) { return __vmaxu2(x, y); }
 
 /* A mask over the 16 words, from 0xffff-per-half compare results: channel
  * 2w at bit w, channel 2w + 1 at bit 16 + w (one LOP3 per word). */
@@ -137,6 +148,16 @@ __device__ static inline uint64_t skip_bits(uint64_t b, uint32_t n) {
         if ((uint32_t)__popcll(b >> (64 - (p + s))) <= n)
             p += s;
     return b & (~0ull >> p);
+}
+
+/* The sum of 0x4b000000 << (i * BITS) over a word's codes (mod 2^32):
+ * what mf_quant_biased's bias adds to a word packed by adds. */
+template <int BITS>
+__device__ constexpr uint32_t bias_sum() {
+    uint32_t sum = 0;
+    for (int i = 0; BITS && i < 32 / (BITS ? BITS : 32); i++)
+        sum += 0x4b000000u << (i * BITS);
+    return sum;
 }
 
 /* Codes per chunk: a tile's nonzeros are packed 16 at a time, by one
@@ -239,14 +260,16 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     __syncthreads();
 
     /* Pruning, as mf__prune_row: the largest t with at least `keep`
-     * magnitudes >= t, by bisection on [1, 0x7c00); all above t are kept,
+     * magnitudes >= t, by bisection on [1, M + 1) for the row's largest
+     * magnitude M; all above t are kept,
      * then the lowest channels of those equal to t. A step that counts
      * exactly `keep` at or above its midpoint ends the row's search: those
      * are the kept set. */
     {
         const uint32_t r = tid / TPR, q = tid % TPR;
-        uint32_t a[16], bad = 0, lo = 1, hi = 0x7c00u, above = 0, gt = 0, eq = 0, m;
-        bool done = keep == 0;
+        const uint32_t keep_h = __half_as_ushort(__uint2half_rn(keep)) * 0x10001u;
+        uint32_t a[16], bad, mx = 0, lo = 1, hi, above, above_h = 0, gt = 0, eq = 0, m;
+        bool done;
 #pragma unroll
         for (h = 0; h < 4; h++) {
             uint4 v = blk4[(r * D + q * 32) / 8 + h];
@@ -255,9 +278,17 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
             a[4 * h + 2] = v.z & 0x7fff7fffu;
             a[4 * h + 3] = v.w & 0x7fff7fffu;
         }
+        /* The row's largest magnitude: a half >= 0x7c00 is non-finite,
+         * and M + 1 bounds the search (no magnitude reaches it). */
 #pragma unroll
         for (h = 0; h < 16; h++)
-            bad |= (a[h] + 0x04000400u) & 0x80008000u; /* a half >= 0x7c00 */
+            mx = umax2(mx, a[h]);
+        bad = max(mx & 0xffffu, mx >> 16) >= 0x7c00u;
+#pragma unroll
+        for (h = TPR / 2; h > 0; h /= 2)
+            mx = umax2(mx, __shfl_xor_sync(FULL, mx, h));
+        hi = max(mx & 0xffffu, mx >> 16) + 1u;
+        done = keep == 0 || hi - lo <= 1;
         if (bad) {
             uint32_t first = 0;
 #pragma unroll
@@ -267,23 +298,20 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
             atomicMax(&ctl->unit_key, ~(u * MF_TILE * D + r * D + q * 32 + first));
             s_bad = 1;
         }
+        /* Counts are compared as fp16 bits (row_count_ge). Every step
+         * leaves lo < mid < hi, so the search ends within 15 steps. */
 #pragma unroll 1
-        for (h = 0; h < 15 && !__all_sync(FULL, done); h++) {
-            uint32_t mid = (lo + hi) / 2, n = row_count_ge<TPR>(a, mid * 0x10001u);
-            if (!done) {
-                if (n == keep) { /* exactly the magnitudes >= mid */
-                    lo = mid - 1;
-                    above = keep;
-                    done = true;
-                } else if (n > keep) {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                    above = n;
-                }
-                done = done || hi - lo <= 1;
-            }
+        while (!__all_sync(FULL, done)) {
+            const uint32_t mid = (lo + hi) / 2, n = row_count_ge<TPR>(a, mid * 0x10001u);
+            /* Selects, not a branch, freeze a finished row; a count of
+             * exactly `keep` leaves [mid - 1, mid]. */
+            const bool up = !done && n > keep_h, down = !done && n <= keep_h;
+            lo = up ? mid : down && n == keep_h ? mid - 1 : lo;
+            hi = down ? mid : hi;
+            above_h = down ? n : above_h;
+            done = hi - lo <= 1;
         }
+        above = (uint32_t)__half2float(__ushort_as_half((unsigned short)above_h));
         if (keep) {
             const uint32_t tg = (lo + 1) * 0x10001u, te = lo * 0x10001u;
 #pragma unroll
@@ -403,7 +431,6 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
         if (ci < chunks) {
             uint32_t e = chunk_tile[ci], j = e >> 2, k = e & 3u, base, stride, n;
             uint64_t b = bm[j];
-            int32_t klo = INT32_MAX, khi = INT32_MIN;
             n = min(CHUNK, (uint32_t)__popcll(b) - CHUNK * k);
             b = k ? skip_bits(b, CHUNK * k) : b;
             if (c.kind == MF_KEY) {
@@ -413,21 +440,41 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 base = (j % MF_TILE) * D + (j / MF_TILE) * MF_TILE;
                 stride = 1;
             }
+            /* Without branches, so the loads overlap: slots past n hold
+             * 0 (fp16 padding) or, for codes, a copy of the first value,
+             * which leaves the chunk's min and max alone (n >= 1). */
+            /* The walk takes b a 32-bit word at a time: w is the word
+             * being walked (elements off ..), nx the one after it. Once
+             * both are spent it walks a word again: those slots are past
+             * n. So w is never 0 (n >= 1 means b is not). */
+            uint32_t x0 = 0, w = (uint32_t)(b >> 32), nx = (uint32_t)b ? (uint32_t)b : w, off = 0;
+            if (!w) {
+                w = nx;
+                off = 32;
+            }
 #pragma unroll
-            for (i = 0; i < CHUNK; i++)
-                if (i < n) {
-                    uint32_t p = __clzll(b), x;
-                    b ^= 0x8000000000000000ull >> p;
-                    x = blk[base + p * stride];
-                    val[h][i / 2] |= x << (16 * (i % 2));
-                    if (BITS) {
-                        klo = min(klo, mf_h_key((uint16_t)x));
-                        khi = max(khi, mf_h_key((uint16_t)x));
-                    }
+            for (i = 0; i < CHUNK; i++) {
+                uint32_t fl, x;
+                asm("bfind.u32 %0, %1;" : "=r"(fl) : "r"(w)); /* the highest set bit */
+                x = blk[base + (off + 31u - fl) * stride];
+                w &= ~(1u << fl);
+                if (!w) {
+                    w = nx;
+                    off = 32;
                 }
-            if (BITS) {
-                atomicMin(&kmin[j], klo);
-                atomicMax(&kmax[j], khi);
+                x0 = i ? x0 : x;
+                x = i < n ? x : BITS ? x0 : 0u;
+                val[h][i / 2] |= x << (16 * (i % 2));
+            }
+            if (BITS) { /* the chunk's min and max */
+                __half2 lo2 = as_h2(val[h][0]), hi2 = lo2;
+#pragma unroll
+                for (i = 1; i < CHUNK / 2; i++) {
+                    lo2 = __hmin2(lo2, as_h2(val[h][i]));
+                    hi2 = __hmax2(hi2, as_h2(val[h][i]));
+                }
+                atomicMin(&kmin[j], mf_h_key(__half_as_ushort(__hmin(__low2half(lo2), __high2half(lo2)))));
+                atomicMax(&kmax[j], mf_h_key(__half_as_ushort(__hmax(__low2half(hi2), __high2half(hi2)))));
             }
             ncodes[h] = n;
             ctile[h] = j;
@@ -485,15 +532,24 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 if (i < (n + 7) / 8 * 4)
                     w[CHUNK / 2 * k + i] = val[h][i];
         } else {
-            const float s = sf[j], r = MF_DIV(1.0f, s), z = zf[j];
-            uint32_t out[2] = {0, 0};
+            /* Every slot gets a code (slots past n hold a kept value)
+             * and adds 2^23 + code shifted into its word: the
+             * biases' sum comes off once, and the mask keeps n codes. */
+            constexpr uint32_t PER = 32 / (BITS ? BITS : 32); /* BITS 0 never gets here */
+            const float s = sf[j], r = MF_DIV(1.0f, s), zb = MF_ADD(zf[j], 8388608.0f);
+            uint32_t out[CHUNK / PER] = {};
 #pragma unroll
-            for (i = 0; i < CHUNK; i++)
-                if (i < n) {
-                    uint16_t x = (uint16_t)(val[h][i / 2] >> (16 * (i % 2)));
-                    out[i * BITS / 32] |= mf_quant_code(__half2float(__ushort_as_half(x)), s, r, z, BITS)
-                                          << (i * BITS % 32);
-                }
+            for (i = 0; i < CHUNK; i++) {
+                const uint16_t x = (uint16_t)(val[h][i / 2] >> (16 * (i % 2)));
+                out[i / PER] += mf_f32_bits(mf_quant_biased(__half2float(__ushort_as_half(x)), s, r,
+                                                            zb, BITS))
+                                << (i % PER * BITS);
+            }
+#pragma unroll
+            for (i = 0; i < CHUNK / PER; i++) {
+                const uint32_t used = min(n * BITS - min(n * BITS, 32 * i), 32u);
+                out[i] = (out[i] - bias_sum<BITS>()) & (used == 32 ? ~0u : (1u << used) - 1u);
+            }
             if (BITS == 2) {
                 w[k] = out[0];
             } else {
