@@ -243,11 +243,13 @@ MF_HD float mf_div_h(float x, float s, float r) {
  * its bits are 0x4b000000 + code, so codes pack by integer adds without a
  * float-to-integer conversion. The sum's rounding cannot move a value
  * across the clamp's ends, so this is SPEC.md's code exactly. */
+#define MF_CODE_BIAS 8388608.0f         /* 2^23 */
+#define MF_CODE_BIAS_BITS 0x4b000000u    /* its f32 bits */
 MF_HD float mf_quant_biased(float x, float s, float r, float zb, uint32_t bits) {
     float q = MF_ADD(floorf(MF_ADD(mf_div_h(x, s, r), 0.5f)), zb);
-    float hi = MF_ADD(8388608.0f, (float)((1u << bits) - 1u));
-    if (q < 8388608.0f)
-        q = 8388608.0f;
+    float hi = MF_ADD(MF_CODE_BIAS, (float)((1u << bits) - 1u));
+    if (q < MF_CODE_BIAS)
+        q = MF_CODE_BIAS;
     if (q > hi)
         q = hi;
     return q;
@@ -255,7 +257,7 @@ MF_HD float mf_quant_biased(float x, float s, float r, float zb, uint32_t bits) 
 
 /* The code itself (same arguments, but the zero z unbiased). */
 MF_HD uint32_t mf_quant_code(float x, float s, float r, float z, uint32_t bits) {
-    return mf_f32_bits(mf_quant_biased(x, s, r, MF_ADD(z, 8388608.0f), bits)) - 0x4b000000u;
+    return mf_f32_bits(mf_quant_biased(x, s, r, MF_ADD(z, MF_CODE_BIAS), bits)) - MF_CODE_BIAS_BITS;
 }
 
 /* ---- softmax state merge ------------------------------------------- */

@@ -150,13 +150,13 @@ __device__ static inline uint64_t skip_bits(uint64_t b, uint32_t n) {
     return b & (~0ull >> p);
 }
 
-/* The sum of 0x4b000000 << (i * BITS) over a word's codes (mod 2^32):
+/* The sum of MF_CODE_BIAS_BITS << (i * BITS) over a word's codes (mod 2^32):
  * what mf_quant_biased's bias adds to a word packed by adds. */
 template <int BITS>
 __device__ constexpr uint32_t bias_sum() {
     uint32_t sum = 0;
     for (int i = 0; BITS && i < 32 / (BITS ? BITS : 32); i++)
-        sum += 0x4b000000u << (i * BITS);
+        sum += MF_CODE_BIAS_BITS << (i * BITS);
     return sum;
 }
 
@@ -319,9 +319,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 gt |= mask_bits(__hge2_mask(as_h2(a[h]), as_h2(tg)), h);
                 eq |= mask_bits(__heq2_mask(as_h2(a[h]), as_h2(te)), h);
             }
-            if (lo == 0)
-                eq = 0; /* never keep a zero */
-        }
+        } /* lo >= 1 throughout, so eq never takes a zero */
         {
             /* Ties before this thread's channels (the row's lower parts)
              * and how many of its own are kept. */
@@ -536,7 +534,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
              * and adds 2^23 + code shifted into its word: the
              * biases' sum comes off once, and the mask keeps n codes. */
             constexpr uint32_t PER = 32 / (BITS ? BITS : 32); /* BITS 0 never gets here */
-            const float s = sf[j], r = MF_DIV(1.0f, s), zb = MF_ADD(zf[j], 8388608.0f);
+            const float s = sf[j], r = MF_DIV(1.0f, s), zb = MF_ADD(zf[j], MF_CODE_BIAS);
             uint32_t out[CHUNK / PER] = {};
 #pragma unroll
             for (i = 0; i < CHUNK; i++) {
