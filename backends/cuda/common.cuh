@@ -52,6 +52,17 @@ mf_status mf__cu_validate_result(const void *scratch, mf_diag *diag);
 size_t mf__cu_scan_bytes(uint64_t n);
 mf_status mf__cu_scan(const uint64_t *in, uint64_t *out, uint64_t n, void *tmp);
 
+#ifndef MF_PDL
+#define MF_PDL 1 /* 0: plain launches (for comparisons) */
+#endif
+
+/* Launches kernel fn (its arguments at args) on the default stream, as a
+ * programmatic dependent launch when pdl: the kernel may then start while
+ * the one before it runs, and waits for it (griddepcontrol.wait) before
+ * it touches global memory. */
+cudaError_t mf__cu_launch(const void *fn, uint32_t blocks, uint32_t threads, size_t smem, int pdl,
+                          void **args);
+
 /* Rounds a scratch size up so the next carve stays 256-byte aligned. */
 static inline size_t mf__cu_align(size_t n) { return (n + 255u) & ~(size_t)255u; }
 

@@ -101,6 +101,20 @@ mf_status mf__cu_scan(const uint64_t *in, uint64_t *out, uint64_t n, void *tmp) 
     return MF_OK;
 }
 
+cudaError_t mf__cu_launch(const void *fn, uint32_t blocks, uint32_t threads, size_t smem, int pdl,
+                          void **args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(threads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.attrs = &at;
+    cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelExC(&cfg, fn, args);
+}
+
 mf_status mf__cu_compute_view(const mf_ctensor *c, unsigned *bad, mf_view *view) {
     mf_status st = mf__check_structure(c, NULL);
     if (st != MF_OK)

@@ -653,26 +653,6 @@ mf_status mf__cu_tensor_bytes(const mf_desc *k, uint32_t group, size_t *bytes) {
     return MF_OK;
 }
 
-#ifndef MF_PDL
-#define MF_PDL 1 /* 0: plain launches (for comparisons) */
-#endif
-
-/* Launches kernel fn (its arguments at args) on the default stream, as a
- * programmatic dependent launch when pdl (tc_pdl_wait). */
-static cudaError_t launch(const void *fn, uint32_t blocks, uint32_t threads, size_t smem, int pdl,
-                          void **args) {
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at.val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = dim3(blocks);
-    cfg.blockDim = dim3(threads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.attrs = &at;
-    cfg.numAttrs = pdl ? 1 : 0;
-    return cudaLaunchKernelExC(&cfg, fn, args);
-}
-
 extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor *v,
                                            const uint16_t *q, uint32_t group, float *out,
                                            void *workspace, size_t workspace_bytes, int wait) {
@@ -714,7 +694,7 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
         merge_smem = 0;
     args[0] = &a;
     args[1] = &out;
-    MF_CU(launch(sh.fn, d->rows * a.tiles * a.splits, sh.threads, sh.smem, pdl, args));
-    MF_CU(launch(merge, d->rows * group, MERGE_THREADS, merge_smem, merge_smem > 0, args));
+    MF_CU(mf__cu_launch(sh.fn, d->rows * a.tiles * a.splits, sh.threads, sh.smem, pdl, args));
+    MF_CU(mf__cu_launch(merge, d->rows * group, MERGE_THREADS, merge_smem, merge_smem > 0, args));
     return mf__cu_attend_done(workspace, wait);
 }
