@@ -178,6 +178,14 @@ mf_status mf_encode_kv_ex(mf_backend backend, const uint16_t *k_dense, const uin
  * tell a stale workspace from a fresh result. Until it returns, the
  * workspace, the inputs and both tensors belong to the queued work: a
  * decoder can queue a full block's encode and collect it a step later.
+ * The async call does not clear its workspace first (the waiting calls
+ * do): it needs a clean one, as mf_buffer_alloc gives and every encode
+ * call on it leaves behind (errors found on the device stay in it until
+ * a wait or waiting call reads them, which clears them). A dirty one is
+ * reported by the wait (MF_ERR_ARG), which cleans it; that call's tensors
+ * are then not valid. On compute capability 9.0 and later the kernel may
+ * start while the kernel queued before it still runs (programmatic
+ * dependent launch); it reads and writes nothing until that kernel ends.
  * On the CPU backend the async call does all the work and returns its
  * errors; the wait then only checks its arguments. */
 mf_status mf_encode_kv_async(mf_backend backend, const uint16_t *k_dense,

@@ -1,15 +1,14 @@
 /* codec.cu - the encoder and decoder on the device.
  *
- * Encoding is one kernel, a block per (row, block) unit, the units taken
- * in storage order from a ticket counter. A block prunes its 64 token rows
- * (core/encode.c's rule: the `keep` largest magnitudes, ties to the lowest
- * channels, never a zero), builds the bitmaps, scales and zeros, and gets
- * its payload start from the units before it by a decoupled look-back over
- * per-unit flags; then it writes offsets and payload. The input is read
- * once and the host reads back one record (at once, or in
- * mf_encode_kv_wait after mf_encode_kv_async): the two error keys and
- * the payload total. Errors are keyed like the CPU's scan order so the
- * same one is reported. */
+ * Encoding is one kernel, a block per (row, block) unit in storage order.
+ * A block prunes its 64 token rows (core/encode.c's rule: the `keep`
+ * largest magnitudes, ties to the lowest channels, never a zero), builds
+ * the bitmaps, scales and zeros, and gets its payload start from the
+ * units before it by a decoupled look-back over per-unit flags; then it
+ * writes offsets and payload. The input is read once and the host reads
+ * back one record (at once, or in mf_encode_kv_wait after
+ * mf_encode_kv_async): the two error keys and the payload total. Errors
+ * are keyed like the CPU's scan order so the same one is reported. */
 #include <cuda_fp16.h>
 
 #include "common.cuh"
@@ -28,11 +27,14 @@ __device__ static void unit_coords(const mf_view &c, uint64_t u, uint32_t *row, 
     }
 }
 
-/* The workspace's front, zeroed before each call: the error keys, stored
- * complemented so that zero means none and atomicMax keeps the smallest
- * key; the payload total; the ticket counter. Per-unit flags follow. */
+/* The workspace's front: the error keys, stored complemented so that zero
+ * means none and atomicMax keeps the smallest key; the payload total; the
+ * count of blocks done with the flags; whether a look-back gave up
+ * (stuck). Per-unit flags follow. A launch leaves the count and flags
+ * zero (leave_clean), so a queued call needs no clear; the keys stay
+ * until a result is read (encode_results). */
 struct enc_ctl {
-    unsigned long long window_key, unit_key, total, ticket;
+    unsigned long long window_key, unit_key, total, done, stuck;
 };
 #define CTL_BYTES 256u
 
@@ -47,21 +49,49 @@ __device__ static inline void publish(unsigned long long *flags, uint64_t u,
     ((volatile unsigned long long *)flags)[u] = f;
 }
 
+/* A look-back waits at most this long for a flag. Blocks start in index
+ * order on NVIDIA GPUs (CUDA does not promise it; CUB's single-pass scan
+ * relies on it too), so a unit's predecessors are running or done and
+ * their flags come; only a workspace that was not clean (a stale count,
+ * flags cleared under a look-back) would make it wait forever. It then
+ * gives up and marks the control record stuck, an error for the host. */
+#define LOOKBACK_LIMIT_NS 1000000000ull
+
+__device__ static inline unsigned long long now_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+/* Unit v's flag once published (or, past the limit, the prefix 0). */
+__device__ static unsigned long long wait_flag(const unsigned long long *flags, uint64_t v,
+                                               unsigned long long *stuck) {
+    unsigned long long f = ((const volatile unsigned long long *)flags)[v], t0;
+    if (f >> 62)
+        return f;
+    t0 = now_ns();
+    while (!((f = ((const volatile unsigned long long *)flags)[v]) >> 62))
+        if (now_ns() - t0 > LOOKBACK_LIMIT_NS) {
+            *(volatile unsigned long long *)stuck = 1;
+            return FLAG_INC;
+        }
+    return f;
+}
+
 /* Payload words of the units before u (one warp): reads 32 predecessors'
  * flags at a time, waiting for each to be published, and sums back to the
- * nearest inclusive prefix. A unit waits only on lower tickets, whose
+ * nearest inclusive prefix. A unit waits only on lower units, whose
  * blocks are running or done, so the wait ends. Word counts of a unit are
  * at most 8192, so 32 of them fit a 32-bit sum. */
-__device__ static uint64_t lookback(const unsigned long long *flags, uint64_t u) {
+__device__ static uint64_t lookback(const unsigned long long *flags, uint64_t u,
+                                    unsigned long long *stuck) {
     const uint32_t lane = threadIdx.x % 32;
     uint64_t sum = 0, end = u;
     while (end > 0) {
         unsigned long long f = FLAG_INC; /* before unit 0: the prefix 0 */
         uint32_t inc;
         if (end > lane)
-            do
-                f = ((const volatile unsigned long long *)flags)[end - 1 - lane];
-            while (!(f >> 62));
+            f = wait_flag(flags, end - 1 - lane, stuck);
         inc = __ballot_sync(FULL, (f >> 62) == 2);
         if (inc) {
             uint32_t first = __ffs(inc) - 1;
@@ -170,20 +200,62 @@ __device__ constexpr uint32_t bias_sum() {
 #define WINDOW_PER_THREAD 4u
 
 /* One tensor's encoding in a launch: its view, outputs, input, and its
- * control record and flags; tickets = units + window blocks. */
+ * control record and flags; nblocks = units + window blocks. */
 struct enc_job {
     mf_view c;
     uint64_t *bitmaps;
     uint16_t *scales, *zeros, *window;
     uint32_t *offsets, *payload;
     const uint16_t *dense;
-    uint64_t capacity, units, tickets;
+    uint64_t capacity, units, nblocks;
     enc_ctl *ctl;
     unsigned long long *flags;
 };
 
-/* One unit, or a share of the dense window for tickets past the units,
- * of job j0 (the first j0.tickets tickets) or j1 (the rest): a layer's K
+/* Launches queued after another kernel may start early (programmatic
+ * dependent launch): a block waits here for that kernel to finish and its
+ * writes to show before it touches global memory. The encoder never lets
+ * its own dependents start early (mustafar.h, mf_attend_async). */
+__device__ static inline void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Counts a block as done with the flags (its reads and writes of them
+ * before it: a release, which __syncthreads extends to the block's other
+ * threads); the count's old value, for leave_clean. */
+__device__ static inline unsigned long long count_done(enc_ctl *ctl) {
+    unsigned long long old;
+    asm volatile("atom.release.gpu.global.add.u64 %0, [%1], 1;"
+                 : "=l"(old)
+                 : "l"(&ctl->done)
+                 : "memory");
+    return old;
+}
+
+/* One warp of each block, with lane 0's count_done value: the launch's
+ * last block to count (after an acquire fence: every other block's flag
+ * accesses come before) clears the flags its units used and the count,
+ * so the next launch finds them zero. */
+__device__ static void leave_clean(const enc_job &j0, const enc_job &j1, unsigned long long old) {
+    const uint32_t lane = threadIdx.x % 32;
+    uint64_t i;
+    if (__shfl_sync(FULL, old, 0) != gridDim.x - 1ull)
+        return;
+    __threadfence();
+#pragma unroll 4
+    for (i = lane; i < j0.units; i += 32)
+        j0.flags[i] = 0;
+#pragma unroll 4
+    for (i = lane; i < j1.units; i += 32)
+        j1.flags[i] = 0;
+    if (lane == 0)
+        j0.ctl->done = 0;
+}
+
+/* One unit, or a share of the dense window for blocks past the units,
+ * of job j0 (the first j0.nblocks blocks) or j1 (the rest): a layer's K
  * and V in one launch.
  * D: head dim; 2 * D threads; thread (row r, part q) prunes channels
  * 32q .. 32q + 31 of token row r. Registers capped for 1536 threads per
@@ -202,19 +274,18 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     __shared__ int32_t kmin[D], kmax[D];         /* min and max keys of each tile */
     __shared__ float sf[D], zf[D];               /* scale and zero of each tile */
     __shared__ uint32_t wsum[NT / 32];
-    __shared__ unsigned long long s_u, s_start;
+    __shared__ unsigned long long s_start;
     __shared__ int s_bad;
     const uint16_t *blk = (const uint16_t *)blk4;
     const uint32_t tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     uint64_t u, block, t0, start;
     uint32_t row, words, chunks, h;
+    unsigned long long done = 0; /* count_done's value (one lane) */
 
-    if (tid == 0) {
-        s_u = atomicAdd(&j0.ctl->ticket, 1ull);
+    pdl_wait();
+    if (tid == 0)
         s_bad = 0;
-    }
-    __syncthreads();
-    const enc_job &job = s_u < j0.tickets ? j0 : j1;
+    const enc_job &job = blockIdx.x < j0.nblocks ? j0 : j1;
     const mf_view &c = job.c;
     const uint16_t *dense = job.dense;
     uint64_t *bitmaps = job.bitmaps;
@@ -223,9 +294,11 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     const uint64_t capacity = job.capacity, units = job.units;
     enc_ctl *ctl = job.ctl;
     unsigned long long *flags = job.flags;
-    u = s_u < j0.tickets ? s_u : s_u - j0.tickets;
+    u = blockIdx.x < j0.nblocks ? blockIdx.x : blockIdx.x - j0.nblocks;
     if (u >= units) {
         uint64_t wt = c.tokens % MF_TILE, n = (uint64_t)c.rows * wt * D;
+        if (tid == 0)
+            done = count_done(j0.ctl);
         uint64_t w = (u - units) * NT * WINDOW_PER_THREAD + tid;
         for (h = 0; h < WINDOW_PER_THREAD; h++, w += NT)
             if (w < n) {
@@ -235,6 +308,8 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                     atomicMax(&ctl->window_key, ~(unsigned long long)w);
                 window[w] = x;
             }
+        if (warp == 0)
+            leave_clean(j0, j1, done);
         return;
     }
     t0 = u * D;
@@ -351,12 +426,14 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
         if (warp == 0) {
             if (lane == 0)
                 publish(flags, u, u ? FLAG_AGG : FLAG_INC);
-            start = lookback(flags, u);
+            start = lookback(flags, u, &j0.ctl->stuck);
             if (lane == 0) {
                 publish(flags, u, FLAG_INC | start);
                 if (u == units - 1)
                     ctl->total = start;
+                done = count_done(j0.ctl);
             }
+            leave_clean(j0, j1, done);
         }
         return;
     }
@@ -495,7 +572,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
         zf[tid] = mf_h2f(zh);
     }
     if (warp == NT / 32 - 1) {
-        start = lookback(flags, u);
+        start = lookback(flags, u, &j0.ctl->stuck);
         if (lane == 0) {
             if (u)
                 publish(flags, u, FLAG_INC | (start + words));
@@ -506,57 +583,62 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     }
     __syncthreads();
     start = s_start;
+    if (tid == NT - 32) /* the look-back's warp; leave_clean waits for it */
+        done = count_done(j0.ctl);
     if (c.layout == MF_LAYOUT_REFERENCE) {
         if (tid < D)
             offsets[t0 + tid] = (uint32_t)(start + wstart[tid]);
     } else if (tid == 0) {
         offsets[u] = (uint32_t)start;
     }
-    if (start + words > capacity) /* the host reports it; nothing past capacity */
-        return;
 
-    /* Payload: each chunk's words, written once by its thread. The fp16 ->
-     * fp32 conversion is the hardware's (exact, as mf_h2f). */
+    /* Payload: each chunk's words, written once by its thread, unless
+     * they pass capacity (the host reports it). The fp16 -> fp32
+     * conversion is the hardware's (exact, as mf_h2f). */
+    if (start + words <= capacity) {
 #pragma unroll
-    for (h = 0; h < 2; h++) {
-        uint32_t n = ncodes[h], j = ctile[h], k = cidx[h], i;
-        uint32_t *w;
-        if (!n)
-            continue;
-        w = payload + start + wstart[j];
-        if (BITS == 0) {
+        for (h = 0; h < 2; h++) {
+            uint32_t n = ncodes[h], j = ctile[h], k = cidx[h], i;
+            uint32_t *w;
+            if (!n)
+                continue;
+            w = payload + start + wstart[j];
+            if (BITS == 0) {
 #pragma unroll
-            for (i = 0; i < CHUNK / 2; i++)
-                if (i < (n + 7) / 8 * 4)
-                    w[CHUNK / 2 * k + i] = val[h][i];
-        } else {
-            /* Every slot gets a code (slots past n hold a kept value)
-             * and adds 2^23 + code shifted into its word: the
-             * biases' sum comes off once, and the mask keeps n codes. */
-            constexpr uint32_t PER = 32 / (BITS ? BITS : 32); /* BITS 0 never gets here */
-            const float s = sf[j], r = MF_DIV(1.0f, s), zb = MF_ADD(zf[j], MF_CODE_BIAS);
-            uint32_t out[CHUNK / PER] = {};
-#pragma unroll
-            for (i = 0; i < CHUNK; i++) {
-                const uint16_t x = (uint16_t)(val[h][i / 2] >> (16 * (i % 2)));
-                out[i / PER] += mf_f32_bits(mf_quant_biased(__half2float(__ushort_as_half(x)), s, r,
-                                                            zb, BITS))
-                                << (i % PER * BITS);
-            }
-#pragma unroll
-            for (i = 0; i < CHUNK / PER; i++) {
-                const uint32_t used = min(n * BITS - min(n * BITS, 32 * i), 32u);
-                out[i] = (out[i] - bias_sum<BITS>()) & (used == 32 ? ~0u : (1u << used) - 1u);
-            }
-            if (BITS == 2) {
-                w[k] = out[0];
+                for (i = 0; i < CHUNK / 2; i++)
+                    if (i < (n + 7) / 8 * 4)
+                        w[CHUNK / 2 * k + i] = val[h][i];
             } else {
-                w[2 * k] = out[0];
-                if (n > 8)
-                    w[2 * k + 1] = out[1];
+                /* Every slot gets a code (slots past n hold a kept value)
+                 * and adds 2^23 + code shifted into its word: the
+                 * biases' sum comes off once, and the mask keeps n codes. */
+                constexpr uint32_t PER = 32 / (BITS ? BITS : 32); /* BITS 0 never gets here */
+                const float s = sf[j], r = MF_DIV(1.0f, s), zb = MF_ADD(zf[j], MF_CODE_BIAS);
+                uint32_t out[CHUNK / PER] = {};
+#pragma unroll
+                for (i = 0; i < CHUNK; i++) {
+                    const uint16_t x = (uint16_t)(val[h][i / 2] >> (16 * (i % 2)));
+                    const float xf = __half2float(__ushort_as_half(x));
+                    out[i / PER] += mf_f32_bits(mf_quant_biased(xf, s, r, zb, BITS))
+                                    << (i % PER * BITS);
+                }
+#pragma unroll
+                for (i = 0; i < CHUNK / PER; i++) {
+                    const uint32_t used = min(n * BITS - min(n * BITS, 32 * i), 32u);
+                    out[i] = (out[i] - bias_sum<BITS>()) & (used == 32 ? ~0u : (1u << used) - 1u);
+                }
+                if (BITS == 2) {
+                    w[k] = out[0];
+                } else {
+                    w[2 * k] = out[0];
+                    if (n > 8)
+                        w[2 * k + 1] = out[1];
+                }
             }
         }
     }
+    if (warp == NT / 32 - 1)
+        leave_clean(j0, j1, done);
 }
 
 /* Encoder scratch of one launch: the jobs' control records side by side
@@ -578,14 +660,27 @@ extern "C" mf_status mf_cuda_encode_kv_workspace(const mf_desc *k, const mf_desc
 }
 
 template <int D>
-static void launch_encode(uint32_t bits, unsigned grid, const enc_job &j0, const enc_job &j1,
-                          uint32_t keep) {
-    if (bits == 0)
-        encode_kernel<D, 0><<<grid, 2 * D>>>(j0, j1, keep);
-    else if (bits == 2)
-        encode_kernel<D, 2><<<grid, 2 * D>>>(j0, j1, keep);
-    else
-        encode_kernel<D, 4><<<grid, 2 * D>>>(j0, j1, keep);
+static const void *encode_fn(uint32_t bits) {
+    return bits == 0   ? (const void *)encode_kernel<D, 0>
+           : bits == 2 ? (const void *)encode_kernel<D, 2>
+                       : (const void *)encode_kernel<D, 4>;
+}
+
+/* The launch: as a programmatic dependent launch where the kernel was
+ * compiled for sm_90 on (pdl_wait), so it can start as the kernel queued
+ * before it (a previous append) drains. */
+static mf_status launch_encode(const mf_desc *d, unsigned grid, enc_job *job, uint32_t keep) {
+    const void *fn = d->dim == 64    ? encode_fn<64>(d->bits)
+                     : d->dim == 128 ? encode_fn<128>(d->bits)
+                                     : encode_fn<256>(d->bits);
+    void *args[3] = {&job[0], &job[1], &keep};
+    cudaFuncAttributes fa;
+    int dev = 0, cc = 0;
+    MF_CU(cudaGetDevice(&dev));
+    MF_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+    MF_CU(cudaFuncGetAttributes(&fa, fn));
+    MF_CU(mf__cu_launch(fn, grid, 2 * d->dim, 0, MF_PDL && cc >= 9 && fa.ptxVersion >= 90, args));
+    return MF_OK;
 }
 
 /* What the device reported for one tensor (its control record ctl): the
@@ -594,7 +689,9 @@ static mf_status encode_result(const unsigned long long *ctl, const uint16_t *de
                                mf_ctensor *out, uint64_t capacity, mf_diag *diag) {
     const mf_desc *d = &out->desc;
     mf_sizes s;
+    uint64_t total;
     mf_sizes_of(d, 0, &s);
+    total = s.blocks ? ctl[2] : 0; /* a launch without units leaves the total alone */
     if (ctl[0]) {
         uint64_t key = ~ctl[0], wt = s.window_tokens, r = key / (wt * d->dim), rest = key % (wt * d->dim);
         uint16_t h = 0;
@@ -616,28 +713,55 @@ static mf_status encode_result(const unsigned long long *ctl, const uint16_t *de
                         (unsigned long long)(block * MF_TILE + bad / d->dim),
                         (unsigned long long)(bad % d->dim));
     }
-    if (ctl[2] > UINT32_MAX)
+    if (total > UINT32_MAX)
         return mf__fail(diag, MF_ERR_LIMIT, "payload exceeds 2^32-1 words (uint32 offsets)");
-    if (ctl[2] > capacity)
+    if (total > capacity)
         return mf__fail(diag, MF_ERR_BUFFER_SMALL, "payload needs %llu words, capacity is %llu",
-                        (unsigned long long)ctl[2], (unsigned long long)capacity);
-    out->payload_words = ctl[2];
+                        (unsigned long long)total, (unsigned long long)capacity);
+    out->payload_words = total;
     return MF_OK;
+}
+
+/* Bytes of the scratch for n tensors. */
+static size_t scratch_bytes(uint32_t n, mf_ctensor *const out[2]) {
+    size_t bytes = n * CTL_BYTES;
+    uint32_t i;
+    for (i = 0; i < n; i++)
+        bytes += flags_bytes(&out[i]->desc);
+    return bytes;
 }
 
 /* The results of n tensors' encoding from their control records (the
  * scratch's front): a failing tensor is reported, the first one first;
- * the other's payload_words is set only if it was encoded. */
-static mf_status encode_results(uint32_t n, const void *scratch, const uint16_t *const dense[2],
+ * the other's payload_words is set only if it was encoded. A launch that
+ * found the scratch unclean (its count not zero at the start,
+ * or a look-back that gave up) is reported first. The records' errors are
+ * cleared (queued, not waited for); an unclean scratch is cleared whole. */
+static mf_status encode_results(uint32_t n, void *scratch, const uint16_t *const dense[2],
                                 mf_ctensor *const out[2], const uint64_t capacity[2],
                                 mf_diag *diag) {
     unsigned long long ctl[2 * CTL_BYTES / 8];
+    const enc_ctl *c0 = (const enc_ctl *)ctl;
     mf_status st = MF_OK;
     uint32_t i;
     if (cudaMemcpy(ctl, scratch, n * CTL_BYTES, cudaMemcpyDeviceToHost) != cudaSuccess)
         return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
+    if (c0->done || c0->stuck)
+        st = mf__fail(diag, MF_ERR_ARG,
+                      "the encode workspace was not clean (%s; a queued encode needs one from "
+                      "mf_buffer_alloc or last used by an encode call); it is cleared now",
+                      c0->done ? "its block count was not zero" : "a look-back gave up");
     for (i = 0; i < n && st == MF_OK; i++)
         st = encode_result(ctl + i * CTL_BYTES / 8, dense[i], out[i], capacity[i], diag);
+    for (i = 0; i < n; i++) {
+        const enc_ctl *ci = (const enc_ctl *)(ctl + i * CTL_BYTES / 8);
+        if ((ci->window_key || ci->unit_key) &&
+            cudaMemsetAsync((char *)scratch + i * CTL_BYTES, 0, 2 * sizeof ctl[0]) != cudaSuccess)
+            return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
+    }
+    if ((c0->done || c0->stuck) &&
+        cudaMemsetAsync(scratch, 0, scratch_bytes(n, out)) != cudaSuccess)
+        return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
     return st;
 }
 
@@ -652,11 +776,9 @@ static mf_status encode_jobs(uint32_t n, const uint16_t *const dense[2], uint32_
     enc_job job[2];
     mf_status st = MF_OK;
     char *scratch = (char *)workspace, *fl;
-    size_t bytes = n * CTL_BYTES;
+    size_t bytes = scratch_bytes(n, out);
     uint64_t grid = 0;
     uint32_t i;
-    for (i = 0; i < n; i++)
-        bytes += flags_bytes(&out[i]->desc);
     if (workspace && workspace_bytes < bytes)
         return mf__fail(diag, MF_ERR_BUFFER_SMALL, "encode workspace has %zu bytes, needs %zu",
                         workspace_bytes, bytes);
@@ -677,29 +799,23 @@ static mf_status encode_jobs(uint32_t n, const uint16_t *const dense[2], uint32_
         job[i].dense = dense[i];
         job[i].capacity = capacity[i];
         job[i].units = s.blocks * o->desc.rows;
-        job[i].tickets = job[i].units + (s.window + 2 * d->dim * WINDOW_PER_THREAD - 1) /
+        job[i].nblocks = job[i].units + (s.window + 2 * d->dim * WINDOW_PER_THREAD - 1) /
                                             (2 * d->dim * WINDOW_PER_THREAD);
         job[i].ctl = (enc_ctl *)(scratch + i * CTL_BYTES);
         job[i].flags = (unsigned long long *)fl;
         fl += flags_bytes(&o->desc);
-        grid += job[i].tickets;
+        grid += job[i].nblocks;
     }
     if (n == 1) {
         job[1] = job[0];
-        job[1].tickets = 0;
+        job[1].units = job[1].nblocks = 0;
     }
-    if (cudaMemsetAsync(scratch, 0, bytes) != cudaSuccess)
+    /* A queued call relies on the scratch that launches leave clean; a
+     * waiting one clears it, so any scratch does. */
+    if (wait && cudaMemsetAsync(scratch, 0, bytes) != cudaSuccess)
         goto device;
-    if (grid) {
-        if (d->dim == 64)
-            launch_encode<64>(d->bits, (unsigned)grid, job[0], job[1], keep);
-        else if (d->dim == 128)
-            launch_encode<128>(d->bits, (unsigned)grid, job[0], job[1], keep);
-        else
-            launch_encode<256>(d->bits, (unsigned)grid, job[0], job[1], keep);
-        if (cudaGetLastError() != cudaSuccess)
-            goto device;
-    }
+    if (grid && launch_encode(d, (unsigned)grid, job, keep) != MF_OK)
+        goto device;
     if (wait)
         st = encode_results(n, scratch, dense, out, capacity, diag);
     goto done;
@@ -733,14 +849,14 @@ extern "C" mf_status mf_cuda_encode_kv(const uint16_t *k_dense, const uint16_t *
 extern "C" mf_status mf_cuda_encode_kv_wait(const uint16_t *k_dense, const uint16_t *v_dense,
                                             mf_ctensor *k_out, mf_ctensor *v_out,
                                             uint64_t k_capacity, uint64_t v_capacity,
-                                            const void *workspace, size_t workspace_bytes,
+                                            void *workspace, size_t workspace_bytes,
                                             mf_diag *diag) {
     const uint16_t *const in[2] = {k_dense, v_dense};
     mf_ctensor *const outs[2] = {k_out, v_out};
     const uint64_t cap[2] = {k_capacity, v_capacity};
-    if (workspace_bytes < 2 * CTL_BYTES)
-        return mf__fail(diag, MF_ERR_BUFFER_SMALL, "encode workspace has %zu bytes, needs %u",
-                        workspace_bytes, 2 * CTL_BYTES);
+    if (workspace_bytes < scratch_bytes(2, outs))
+        return mf__fail(diag, MF_ERR_BUFFER_SMALL, "encode workspace has %zu bytes, needs %zu",
+                        workspace_bytes, scratch_bytes(2, outs));
     return encode_results(2, workspace, in, outs, cap, diag);
 }
 

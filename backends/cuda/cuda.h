@@ -33,7 +33,7 @@ mf_status mf_cuda_encode_kv(const uint16_t *k_dense, const uint16_t *v_dense, ui
                             int wait, mf_diag *diag);
 mf_status mf_cuda_encode_kv_wait(const uint16_t *k_dense, const uint16_t *v_dense,
                                  mf_ctensor *k_out, mf_ctensor *v_out, uint64_t k_capacity,
-                                 uint64_t v_capacity, const void *workspace,
+                                 uint64_t v_capacity, void *workspace,
                                  size_t workspace_bytes, mf_diag *diag);
 mf_status mf_cuda_decode(const mf_ctensor *c, uint16_t *dense, mf_diag *diag);
 mf_status mf_cuda_key_scores(const mf_ctensor *k, const uint16_t *q, uint32_t group,

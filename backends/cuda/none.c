@@ -36,7 +36,7 @@ mf_status mf_cuda_encode_kv(const uint16_t *k_dense, const uint16_t *v_dense, ui
 
 mf_status mf_cuda_encode_kv_wait(const uint16_t *k_dense, const uint16_t *v_dense,
                                  mf_ctensor *k_out, mf_ctensor *v_out, uint64_t k_capacity,
-                                 uint64_t v_capacity, const void *workspace,
+                                 uint64_t v_capacity, void *workspace,
                                  size_t workspace_bytes, mf_diag *diag) {
     (void)k_dense, (void)v_dense, (void)k_out, (void)v_out, (void)k_capacity, (void)v_capacity;
     (void)workspace, (void)workspace_bytes, (void)diag;

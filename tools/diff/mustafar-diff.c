@@ -259,6 +259,16 @@ static void desc_of(const kase *k, mf_kind kind, mf_desc *d) {
     d->dim = k->dim;
 }
 
+/* mf_encode_kv_async, then (when it queued) mf_encode_kv_wait. */
+static mf_status async_pair(void *k, void *v, uint32_t keep, mf_ctensor *gk, mf_ctensor *gv,
+                            uint64_t capacity, void *ws, size_t wsb, mf_diag *d) {
+    mf_status st = mf_encode_kv_async(MF_BACKEND_CUDA, k, v, keep, gk, gv, capacity, capacity, ws,
+                                      wsb, d);
+    return st != MF_OK ? st
+                       : mf_encode_kv_wait(MF_BACKEND_CUDA, k, v, gk, gv, capacity, capacity, ws,
+                                           wsb, d);
+}
+
 /* First index where n elements of size sz differ, or n. */
 static uint64_t first_diff(const void *a, const void *b, uint64_t n, size_t sz) {
     uint64_t i;
@@ -562,14 +572,36 @@ static void run_case(ctx *c) {
             void *ws;
             TRY(mf_encode_kv_workspace(MF_BACKEND_CUDA, &kd, &vd, &wsb));
             TRY(mf_buffer_alloc(MF_BACKEND_CUDA, wsb, &ws));
-            if (c->index % 4 == 1)
+            if (c->index % 4 == 1) {
                 sg = mf_encode_kv_ex(MF_BACKEND_CUDA, g.p[0], g.p[1], keep, &gk, &gv,
                                      s.payload_keep, s.payload_keep, ws, wsb, &dg);
-            else if ((sg = mf_encode_kv_async(MF_BACKEND_CUDA, g.p[0], g.p[1], keep, &gk, &gv,
-                                              s.payload_keep, s.payload_keep, ws, wsb, &dg)) ==
-                     MF_OK)
-                sg = mf_encode_kv_wait(MF_BACKEND_CUDA, g.p[0], g.p[1], &gk, &gv, s.payload_keep,
-                                       s.payload_keep, ws, wsb, &dg);
+            } else {
+                /* Queued calls rely on a workspace that launches leave
+                 * clean. 1 in 8: a dirty one (all bits set) is reported and
+                 * cleared, without a hang. Then two rounds on the same
+                 * workspace: the second, compared, must not see the
+                 * first's errors or flags. */
+                mf_diag d1;
+                mf_status s1;
+                if (c->index % 8 == 7) {
+                    unsigned char *junk = (unsigned char *)malloc(wsb);
+                    if (!junk)
+                        abort();
+                    memset(junk, 0xff, wsb);
+                    TRY(mf_buffer_upload(MF_BACKEND_CUDA, ws, junk, wsb));
+                    free(junk);
+                    memset(&d1, 0, sizeof d1);
+                    if ((s1 = async_pair(g.p[0], g.p[1], keep, &gk, &gv, s.payload_keep, ws, wsb,
+                                         &d1)) != MF_ERR_ARG)
+                        violation(c, OP_ENCODE,
+                                  "a queued encode on a dirty workspace not reported");
+                }
+                memset(&d1, 0, sizeof d1);
+                s1 = async_pair(g.p[0], g.p[1], keep, &gk, &gv, s.payload_keep, ws, wsb, &d1);
+                sg = async_pair(g.p[0], g.p[1], keep, &gk, &gv, s.payload_keep, ws, wsb, &dg);
+                if (s1 != sg || strcmp(d1.msg, dg.msg) != 0)
+                    violation(c, OP_ENCODE, "two queued encodes of one input differ");
+            }
             if (c->index % 4 != 1 && /* the queued pair's own checks */
                 (mf_encode_kv_async(MF_BACKEND_CUDA, g.p[0], g.p[1], keep, &gk, &gv,
                                     s.payload_keep, s.payload_keep, NULL, 0, NULL) != MF_ERR_NULL ||
