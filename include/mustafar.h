@@ -181,9 +181,12 @@ mf_status mf_encode_kv_ex(mf_backend backend, const uint16_t *k_dense, const uin
  * The async call does not clear its workspace first (the waiting calls
  * do): it needs a clean one, as mf_buffer_alloc gives and every encode
  * call on it leaves behind (errors found on the device stay in it until
- * a wait or waiting call reads them, which clears them). A dirty one is
- * reported by the wait (MF_ERR_ARG), which cleans it; that call's tensors
- * are then not valid. On compute capability 9.0 and later the kernel may
+ * a wait or waiting call reads them, which clears them). On a dirty one
+ * the tensors come out wrong, though nothing is read or written out of
+ * bounds and nothing hangs; the wait reports what it can see of it
+ * (MF_ERR_ARG) and then clears it. A block of the kernel that waits over
+ * a second for the block before it (a debugger, a preempted GPU) is also
+ * reported so. On compute capability 9.0 and later the kernel may
  * start while the kernel queued before it still runs (programmatic
  * dependent launch); it reads and writes nothing until that kernel ends.
  * On the CPU backend the async call does all the work and returns its

@@ -223,8 +223,8 @@ __device__ static inline void pdl_wait() {
 }
 
 /* Counts a block as done with the flags (its reads and writes of them
- * before it: a release, which __syncthreads extends to the block's other
- * threads); the count's old value, for leave_clean. */
+ * before it: a release, which a __syncthreads or __syncwarp before it
+ * extends to the other threads); the count's old value, for leave_clean. */
 __device__ static inline unsigned long long count_done(enc_ctl *ctl) {
     unsigned long long old;
     asm volatile("atom.release.gpu.global.add.u64 %0, [%1], 1;"
@@ -243,7 +243,9 @@ __device__ static void leave_clean(const enc_job &j0, const enc_job &j1, unsigne
     uint64_t i;
     if (__shfl_sync(FULL, old, 0) != gridDim.x - 1ull)
         return;
-    __threadfence();
+    if (lane == 0) /* the acquire; __syncwarp passes it on to the warp */
+        __threadfence();
+    __syncwarp();
 #pragma unroll 4
     for (i = lane; i < j0.units; i += 32)
         j0.flags[i] = 0;
@@ -427,6 +429,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
             if (lane == 0)
                 publish(flags, u, u ? FLAG_AGG : FLAG_INC);
             start = lookback(flags, u, &j0.ctl->stuck);
+            __syncwarp(); /* the warp's flag reads before the count */
             if (lane == 0) {
                 publish(flags, u, FLAG_INC | start);
                 if (u == units - 1)
@@ -709,7 +712,7 @@ static mf_status encode_result(const unsigned long long *ctl, const uint16_t *de
             block = u / d->rows, row = (uint32_t)(u % d->rows);
         else
             row = (uint32_t)(u / s.blocks), block = u % s.blocks;
-        return mf__fail(diag, MF_ERR_NONFINITE, "input[%u][%llu][%lu] is NaN or inf", row,
+        return mf__fail(diag, MF_ERR_NONFINITE, "input[%u][%llu][%llu] is NaN or inf", row,
                         (unsigned long long)(block * MF_TILE + bad / d->dim),
                         (unsigned long long)(bad % d->dim));
     }
@@ -720,6 +723,15 @@ static mf_status encode_result(const unsigned long long *ctl, const uint16_t *de
                         (unsigned long long)total, (unsigned long long)capacity);
     out->payload_words = total;
     return MF_OK;
+}
+
+/* Whether a control record's error keys name elements of d's input
+ * (encode_result decodes them): a dirty scratch can hold any bits. */
+static int keys_in_range(const unsigned long long *ctl, const mf_desc *d) {
+    mf_sizes s;
+    mf_sizes_of(d, 0, &s);
+    return (!ctl[0] || ~ctl[0] < (uint64_t)d->rows * s.window_tokens * d->dim) &&
+           (!ctl[1] || ~ctl[1] < s.blocks * d->rows * MF_TILE * d->dim);
 }
 
 /* Bytes of the scratch for n tensors. */
@@ -733,10 +745,11 @@ static size_t scratch_bytes(uint32_t n, mf_ctensor *const out[2]) {
 
 /* The results of n tensors' encoding from their control records (the
  * scratch's front): a failing tensor is reported, the first one first;
- * the other's payload_words is set only if it was encoded. A launch that
- * found the scratch unclean (its count not zero at the start,
- * or a look-back that gave up) is reported first. The records' errors are
- * cleared (queued, not waited for); an unclean scratch is cleared whole. */
+ * the other's payload_words is set only if it was encoded. A scratch
+ * seen to be dirty (the block count not back at zero, a look-back that
+ * gave up, an error key out of range) is reported first. The records'
+ * errors are cleared (queued, not waited for); a dirty scratch is
+ * cleared whole. */
 static mf_status encode_results(uint32_t n, void *scratch, const uint16_t *const dense[2],
                                 mf_ctensor *const out[2], const uint64_t capacity[2],
                                 mf_diag *diag) {
@@ -744,13 +757,19 @@ static mf_status encode_results(uint32_t n, void *scratch, const uint16_t *const
     const enc_ctl *c0 = (const enc_ctl *)ctl;
     mf_status st = MF_OK;
     uint32_t i;
+    int dirty;
     if (cudaMemcpy(ctl, scratch, n * CTL_BYTES, cudaMemcpyDeviceToHost) != cudaSuccess)
         return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
-    if (c0->done || c0->stuck)
+    dirty = c0->done || c0->stuck;
+    for (i = 0; i < n; i++)
+        dirty = dirty || !keys_in_range(ctl + i * CTL_BYTES / 8, &out[i]->desc);
+    if (dirty)
         st = mf__fail(diag, MF_ERR_ARG,
                       "the encode workspace was not clean (%s; a queued encode needs one from "
                       "mf_buffer_alloc or last used by an encode call); it is cleared now",
-                      c0->done ? "its block count was not zero" : "a look-back gave up");
+                      c0->done    ? "its block count was not zero"
+                      : c0->stuck ? "a look-back waited over a second"
+                                  : "an error key out of range");
     for (i = 0; i < n && st == MF_OK; i++)
         st = encode_result(ctl + i * CTL_BYTES / 8, dense[i], out[i], capacity[i], diag);
     for (i = 0; i < n; i++) {
@@ -759,15 +778,15 @@ static mf_status encode_results(uint32_t n, void *scratch, const uint16_t *const
             cudaMemsetAsync((char *)scratch + i * CTL_BYTES, 0, 2 * sizeof ctl[0]) != cudaSuccess)
             return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
     }
-    if ((c0->done || c0->stuck) &&
-        cudaMemsetAsync(scratch, 0, scratch_bytes(n, out)) != cudaSuccess)
+    if (dirty && cudaMemsetAsync(scratch, 0, scratch_bytes(n, out)) != cudaSuccess)
         return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
     return st;
 }
 
 /* Encodes n (1 or 2) tensors of one head dim and code width in one
- * launch: one scratch clear, one kernel, and (wait 1) one read-back;
- * wait 0 returns once queued, the results left in the workspace. */
+ * launch: (wait 1) a scratch clear, the kernel and one read-back; wait 0
+ * queues the kernel alone and returns, the results left in the
+ * workspace. */
 static mf_status encode_jobs(uint32_t n, const uint16_t *const dense[2], uint32_t keep,
                              mf_ctensor *const out[2], const uint64_t capacity[2],
                              void *workspace, size_t workspace_bytes, int wait,
@@ -814,7 +833,7 @@ static mf_status encode_jobs(uint32_t n, const uint16_t *const dense[2], uint32_
      * waiting one clears it, so any scratch does. */
     if (wait && cudaMemsetAsync(scratch, 0, bytes) != cudaSuccess)
         goto device;
-    if (grid && launch_encode(d, (unsigned)grid, job, keep) != MF_OK)
+    if (launch_encode(d, (unsigned)grid, job, keep) != MF_OK) /* grid >= 1: rows, tokens >= 1 */
         goto device;
     if (wait)
         st = encode_results(n, scratch, dense, out, capacity, diag);

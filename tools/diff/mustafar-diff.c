@@ -579,11 +579,11 @@ static void run_case(ctx *c) {
                 /* Queued calls rely on a workspace that launches leave
                  * clean. 1 in 8: a dirty one (all bits set) is reported and
                  * cleared, without a hang. Then two rounds on the same
-                 * workspace: the second, compared, must not see the
-                 * first's errors or flags. */
-                mf_diag d1;
-                mf_status s1;
+                 * workspace, the first with K's and V's inputs swapped
+                 * (other flags, other errors): the second, compared, must
+                 * not see the first's. */
                 if (c->index % 8 == 7) {
+                    mf_diag d1;
                     unsigned char *junk = (unsigned char *)malloc(wsb);
                     if (!junk)
                         abort();
@@ -591,16 +591,13 @@ static void run_case(ctx *c) {
                     TRY(mf_buffer_upload(MF_BACKEND_CUDA, ws, junk, wsb));
                     free(junk);
                     memset(&d1, 0, sizeof d1);
-                    if ((s1 = async_pair(g.p[0], g.p[1], keep, &gk, &gv, s.payload_keep, ws, wsb,
-                                         &d1)) != MF_ERR_ARG)
+                    if (async_pair(g.p[0], g.p[1], keep, &gk, &gv, s.payload_keep, ws, wsb, &d1) !=
+                        MF_ERR_ARG)
                         violation(c, OP_ENCODE,
                                   "a queued encode on a dirty workspace not reported");
                 }
-                memset(&d1, 0, sizeof d1);
-                s1 = async_pair(g.p[0], g.p[1], keep, &gk, &gv, s.payload_keep, ws, wsb, &d1);
+                async_pair(g.p[1], g.p[0], keep, &gk, &gv, s.payload_keep, ws, wsb, NULL);
                 sg = async_pair(g.p[0], g.p[1], keep, &gk, &gv, s.payload_keep, ws, wsb, &dg);
-                if (s1 != sg || strcmp(d1.msg, dg.msg) != 0)
-                    violation(c, OP_ENCODE, "two queued encodes of one input differ");
             }
             if (c->index % 4 != 1 && /* the queued pair's own checks */
                 (mf_encode_kv_async(MF_BACKEND_CUDA, g.p[0], g.p[1], keep, &gk, &gv,
