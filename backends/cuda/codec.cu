@@ -212,16 +212,6 @@ struct enc_job {
     unsigned long long *flags;
 };
 
-/* Launches queued after another kernel may start early (programmatic
- * dependent launch): a block waits here for that kernel to finish and its
- * writes to show before it touches global memory. The encoder never lets
- * its own dependents start early (mustafar.h, mf_attend_async). */
-__device__ static inline void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 /* Counts a block as done with the flags (its reads and writes of them
  * before it: a release, which a __syncthreads or __syncwarp before it
  * extends to the other threads); the count's old value, for leave_clean. */
@@ -282,9 +272,9 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     const uint32_t tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     uint64_t u, block, t0, start;
     uint32_t row, words, chunks, h;
-    unsigned long long done = 0; /* count_done's value (one lane) */
+    unsigned long long counted = 0; /* count_done's value (one lane) */
 
-    pdl_wait();
+    mf__cu_pdl_wait(); /* never a trigger of its own: mustafar.h, mf_attend_async */
     if (tid == 0)
         s_bad = 0;
     const enc_job &job = blockIdx.x < j0.nblocks ? j0 : j1;
@@ -300,7 +290,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     if (u >= units) {
         uint64_t wt = c.tokens % MF_TILE, n = (uint64_t)c.rows * wt * D;
         if (tid == 0)
-            done = count_done(j0.ctl);
+            counted = count_done(j0.ctl);
         uint64_t w = (u - units) * NT * WINDOW_PER_THREAD + tid;
         for (h = 0; h < WINDOW_PER_THREAD; h++, w += NT)
             if (w < n) {
@@ -311,7 +301,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 window[w] = x;
             }
         if (warp == 0)
-            leave_clean(j0, j1, done);
+            leave_clean(j0, j1, counted);
         return;
     }
     t0 = u * D;
@@ -434,9 +424,9 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 publish(flags, u, FLAG_INC | start);
                 if (u == units - 1)
                     ctl->total = start;
-                done = count_done(j0.ctl);
+                counted = count_done(j0.ctl);
             }
-            leave_clean(j0, j1, done);
+            leave_clean(j0, j1, counted);
         }
         return;
     }
@@ -587,7 +577,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     __syncthreads();
     start = s_start;
     if (tid == NT - 32) /* the look-back's warp; leave_clean waits for it */
-        done = count_done(j0.ctl);
+        counted = count_done(j0.ctl);
     if (c.layout == MF_LAYOUT_REFERENCE) {
         if (tid < D)
             offsets[t0 + tid] = (uint32_t)(start + wstart[tid]);
@@ -641,7 +631,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
         }
     }
     if (warp == NT / 32 - 1)
-        leave_clean(j0, j1, done);
+        leave_clean(j0, j1, counted);
 }
 
 /* Encoder scratch of one launch: the jobs' control records side by side
@@ -669,9 +659,9 @@ static const void *encode_fn(uint32_t bits) {
                        : (const void *)encode_kernel<D, 4>;
 }
 
-/* The launch: as a programmatic dependent launch where the kernel was
- * compiled for sm_90 on (pdl_wait), so it can start as the kernel queued
- * before it (a previous append) drains. */
+/* The launch: as a programmatic dependent launch where it can be, so the
+ * kernel can start as the kernel queued before it (a previous append)
+ * drains. */
 static mf_status launch_encode(const mf_desc *d, unsigned grid, enc_job *job, uint32_t keep) {
     const void *fn = d->dim == 64    ? encode_fn<64>(d->bits)
                      : d->dim == 128 ? encode_fn<128>(d->bits)
@@ -682,7 +672,7 @@ static mf_status launch_encode(const mf_desc *d, unsigned grid, enc_job *job, ui
     MF_CU(cudaGetDevice(&dev));
     MF_CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
     MF_CU(cudaFuncGetAttributes(&fa, fn));
-    MF_CU(mf__cu_launch(fn, grid, 2 * d->dim, 0, MF_PDL && cc >= 9 && fa.ptxVersion >= 90, args));
+    MF_CU(mf__cu_launch(fn, grid, 2 * d->dim, 0, mf__cu_pdl_ok(cc, fa.ptxVersion), args));
     return MF_OK;
 }
 
@@ -772,14 +762,14 @@ static mf_status encode_results(uint32_t n, void *scratch, const uint16_t *const
                                   : "an error key out of range");
     for (i = 0; i < n && st == MF_OK; i++)
         st = encode_result(ctl + i * CTL_BYTES / 8, dense[i], out[i], capacity[i], diag);
-    for (i = 0; i < n; i++) {
+    if (dirty && cudaMemsetAsync(scratch, 0, scratch_bytes(n, out)) != cudaSuccess)
+        return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
+    for (i = 0; i < n && !dirty; i++) {
         const enc_ctl *ci = (const enc_ctl *)(ctl + i * CTL_BYTES / 8);
         if ((ci->window_key || ci->unit_key) &&
             cudaMemsetAsync((char *)scratch + i * CTL_BYTES, 0, 2 * sizeof ctl[0]) != cudaSuccess)
             return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
     }
-    if (dirty && cudaMemsetAsync(scratch, 0, scratch_bytes(n, out)) != cudaSuccess)
-        return mf__fail(diag, MF_ERR_DEVICE, "a CUDA call failed while encoding");
     return st;
 }
 

@@ -56,6 +56,22 @@ mf_status mf__cu_scan(const uint64_t *in, uint64_t *out, uint64_t n, void *tmp);
 #define MF_PDL 1 /* 0: plain launches (for comparisons) */
 #endif
 
+/* Whether a kernel may be a programmatic dependent launch: only code
+ * compiled for sm_90 on waits (mf__cu_pdl_wait), so a binary that the
+ * driver compiles from older PTX runs its kernels in plain order. */
+static inline int mf__cu_pdl_ok(int cc_major, int ptx_version) {
+    return MF_PDL && cc_major >= 9 && ptx_version >= 90;
+}
+
+/* In a kernel launched so (sm_90 on; a no-op before, and for a plain
+ * launch): waits for the kernel queued before it to finish and its writes
+ * to show. Nothing before it may touch global memory that kernel writes. */
+__device__ static inline void mf__cu_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 /* Launches kernel fn (its arguments at args) on the default stream, as a
  * programmatic dependent launch when pdl: the kernel may then start while
  * the one before it runs, and waits for it (griddepcontrol.wait) before

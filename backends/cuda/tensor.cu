@@ -687,9 +687,7 @@ extern "C" mf_status mf_cuda_attend_tensor(const mf_ctensor *k, const mf_ctensor
     merge_smem = d->rows * group <= (uint32_t)dv.sms ? (size_t)dv.sm_smem / 2 + 1 : 0;
     if ((st = func_attrs(merge, merge_smem, &fm)) != MF_OK)
         return st;
-    /* Only code compiled for sm_90 on waits (tc_pdl_wait): a binary that
-     * the driver compiles from older PTX runs its kernels in plain order. */
-    pdl = MF_PDL && dv.cc >= 9 && fa.ptxVersion >= 90 && fm.ptxVersion >= 90;
+    pdl = mf__cu_pdl_ok(dv.cc, fa.ptxVersion) && mf__cu_pdl_ok(dv.cc, fm.ptxVersion);
     if (!pdl)
         merge_smem = 0;
     args[0] = &a;

@@ -90,8 +90,9 @@ tc_shape mf__rd_shape(uint32_t dim, int coop, uint32_t bits);
  * Past the wait it lets the next kernel start the same way. A kernel
  * launched without the attribute passes the wait at once. */
 __device__ static inline void tc_pdl_wait() {
+    mf__cu_pdl_wait();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
