@@ -141,6 +141,53 @@ __device__ static inline uint32_t row_count_ge(const uint32_t (&a)[16], uint32_t
 /* The larger of each half (16-bit unsigned). */
 __device__ static inline uint32_t umax2(uint32_t x, uint32_t y) { return __vmaxu2(x, y); }
 
+/* The pruning's search (encode_kernel): the first SEARCH_GUESSES steps
+ * interpolate, the rest halve the range, so a row ends within
+ * SEARCH_GUESSES + 15 steps. */
+#define SEARCH_GUESSES 8u
+
+/* The next midpoint plus 2^23, so that its float's low bits are the
+ * integer: near where count(>= x) would reach keep if counts fell
+ * linearly from (lo, clo) to (hi, chi), clo >= keep > chi, or the middle
+ * once the guesses are spent. It lies in [lo1, hi - 1] (lo1 = lo + 1 <=
+ * hi - 1): the ends are integers, so lo1 + (hi - 1 - lo1) f rounds into
+ * that range for f in [0, 1], and floor keeps it there. Any midpoint in
+ * the range is correct, so the reciprocal may be approximate (f stays
+ * below 1 + 2^-20, as clo - keep < clo - chi <= 2D). On the sweep's
+ * synthetic rows a warp's slowest row ends in about half the steps that
+ * halving takes (bench/GPU-NOTES.md); the stand-in count 2D for lo = 1
+ * puts the first guess nearer M, where the threshold lies on those rows. */
+__device__ static inline float search_mid(float lo1, float hi, float clo, float chi, float keep,
+                                          uint32_t step) {
+    float r, f;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(clo - chi));
+    f = step < SEARCH_GUESSES ? (clo - keep) * r : 0.5f;
+    return __fadd_rd(fmaf(hi - lo1 - 1.0f, f, lo1), 0x1p23f); /* floor, + 2^23 */
+}
+
+/* The row's t where its search ended one off keep (the pruning): at_min,
+ * the smallest magnitude at or above lo, found as the largest 0x7bff - x
+ * below 0x7c00 - lo; at_max, the largest below hi; otherwise lo. One pass
+ * of packed maxima serves both (a row's magnitudes are finite unless the
+ * unit fails). */
+template <int TPR>
+__device__ static inline uint32_t end_magnitude(const uint32_t (&a)[16], bool at_min, bool at_max,
+                                                uint32_t lo, uint32_t hi) {
+    const uint32_t mul = at_min ? 0xffffffffu : 1u, add = at_min ? 0x7bff7bffu : 0u;
+    const uint32_t bound = (at_min ? 0x7c00u - lo : hi) * 0x10001u;
+    uint32_t acc = 0, x;
+#pragma unroll
+    for (int w = 0; w < 16; w++) {
+        const uint32_t b = a[w] * mul + add; /* no borrow between the halves */
+        acc = umax2(acc, b & __hlt2_mask(as_h2(b), as_h2(bound)));
+    }
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o /= 2)
+        acc = umax2(acc, __shfl_xor_sync(FULL, acc, o));
+    x = max(acc & 0xffffu, acc >> 16);
+    return at_min ? 0x7bffu - x : at_max ? x : lo;
+}
+
 /* A mask over the 16 words, from 0xffff-per-half compare results: channel
  * 2w at bit w, channel 2w + 1 at bit 16 + w (one LOP3 per word). */
 __device__ static inline uint32_t mask_bits(uint32_t m, int w) { return m & (0x10001u << w); }
@@ -326,17 +373,26 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     }
     __syncthreads();
 
-    /* Pruning, as mf__prune_row: the largest t with at least `keep`
-     * magnitudes >= t, by bisection on [1, M + 1) for the row's largest
-     * magnitude M; all above t are kept,
-     * then the lowest channels of those equal to t. A step that counts
-     * exactly `keep` at or above its midpoint ends the row's search: those
-     * are the kept set. */
+    /* Pruning, as mf__prune_row: t is the largest magnitude with at least
+     * `keep` magnitudes >= t; all above t are kept, then the lowest
+     * channels of those equal to t. A search keeps lo <= t < hi, where
+     * count(>= lo) >= keep > count(>= hi), from [1, M + 1) for the row's
+     * largest magnitude M (search_mid picks each step's midpoint). A row
+     * is done when hi = lo + 1 (t = lo; a step that counts exactly keep
+     * leaves that) or when a count is one off keep:
+     *  - count(>= hi) = keep - 1 (and count(>= lo) >= keep known, lo > 1):
+     *    t is the largest magnitude below hi;
+     *  - count(>= lo) = keep + 1: t is the smallest at or above lo.
+     * One pass of packed maxima after the search finds those t. */
     {
         const uint32_t r = tid / TPR, q = tid % TPR;
         const uint32_t keep_h = __half_as_ushort(__uint2half_rn(keep)) * 0x10001u;
-        uint32_t a[16], bad, mx = 0, lo = 1, hi, above, above_h = 0, gt = 0, eq = 0, m;
-        bool done;
+        const float keep_f = (float)keep;
+        uint32_t a[16], bad, mx = 0, gt = 0, eq = 0, m, t, step;
+        /* lo1 = lo + 1; clo, chi: the counts at lo and hi, with 2D
+         * standing in for lo = 1's (never keep + 1; see search_mid) */
+        float lo1 = 2.0f, hi, clo = 2.0f * D, chi = 0.0f;
+        bool done, at_min, at_max;
 #pragma unroll
         for (h = 0; h < 4; h++) {
             uint4 v = blk4[(r * D + q * 32) / 8 + h];
@@ -354,8 +410,8 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
 #pragma unroll
         for (h = TPR / 2; h > 0; h /= 2)
             mx = umax2(mx, __shfl_xor_sync(FULL, mx, h));
-        hi = max(mx & 0xffffu, mx >> 16) + 1u;
-        done = keep == 0 || hi - lo <= 1;
+        hi = (float)(max(mx & 0xffffu, mx >> 16) + 1u);
+        done = keep == 0 || hi <= lo1;
         if (bad) {
             uint32_t first = 0;
 #pragma unroll
@@ -365,38 +421,52 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
             atomicMax(&ctl->unit_key, ~(u * MF_TILE * D + r * D + q * 32 + first));
             s_bad = 1;
         }
-        /* Counts are compared as fp16 bits (row_count_ge). Every step
-         * leaves lo < mid < hi, so the search ends within 15 steps. */
+        /* Counts are compared as fp16 bits (row_count_ge); selects, not a
+         * branch, freeze a finished row. */
 #pragma unroll 1
-        while (!__all_sync(FULL, done)) {
-            const uint32_t mid = (lo + hi) / 2, n = row_count_ge<TPR>(a, mid * 0x10001u);
-            /* Selects, not a branch, freeze a finished row; a count of
-             * exactly `keep` leaves [mid - 1, mid]. */
+        for (step = 0; !__all_sync(FULL, done); step++) {
+            const float biased = search_mid(lo1, hi, clo, chi, keep_f, step);
+            const float mid = biased - 0x1p23f;
+            const uint32_t n = row_count_ge<TPR>(a, __byte_perm(__float_as_uint(biased), 0, 0x1010));
+            const float nf = __half2float(__ushort_as_half((unsigned short)n));
             const bool up = !done && n > keep_h, down = !done && n <= keep_h;
-            lo = up ? mid : down && n == keep_h ? mid - 1 : lo;
+            lo1 = up ? biased - (0x1p23f - 1.0f) : down && n == keep_h ? mid : lo1;
             hi = down ? mid : hi;
-            above_h = down ? n : above_h;
-            done = hi - lo <= 1;
+            clo = up ? nf : clo;
+            chi = down ? nf : chi;
+            at_min = clo == keep_f + 1.0f;
+            at_max = chi == keep_f - 1.0f && lo1 > 2.0f;
+            done = done || hi <= lo1 || at_min || at_max;
         }
-        above = (uint32_t)__half2float(__ushort_as_half((unsigned short)above_h));
+        at_min = clo == keep_f + 1.0f;
+        at_max = chi == keep_f - 1.0f && lo1 > 2.0f;
+        t = (uint32_t)lo1 - 1u;
+        /* Where both hold, or one and hi = lo + 1, every rule gives the
+         * same t and kept set. */
+        if (__any_sync(FULL, at_min || at_max))
+            t = end_magnitude<TPR>(a, at_min, at_max, t, (uint32_t)hi);
         if (keep) {
-            const uint32_t tg = (lo + 1) * 0x10001u, te = lo * 0x10001u;
+            const uint32_t tg = (t + 1) * 0x10001u, te = t * 0x10001u;
 #pragma unroll
             for (h = 0; h < 16; h++) {
                 gt |= mask_bits(__hge2_mask(as_h2(a[h]), as_h2(tg)), h);
                 eq |= mask_bits(__heq2_mask(as_h2(a[h]), as_h2(te)), h);
             }
-        } /* lo >= 1 throughout, so eq never takes a zero */
+        } /* t >= 1 throughout, so eq never takes a zero */
         {
             /* Ties before this thread's channels (the row's lower parts)
-             * and how many of its own are kept. */
-            uint32_t need = keep - above, ties = __popc(eq), before = ties, quota, o;
+             * and how many of its own are kept: keep - count(> t) in all,
+             * where count(> t) is count(>= hi) (chi) unless t was the
+             * smallest at or above lo: then keep + 1 less the row's ties. */
+            uint32_t ties = __popc(eq), before = ties, need, quota, o;
 #pragma unroll
             for (o = 1; o < TPR; o <<= 1) {
                 uint32_t x = __shfl_up_sync(FULL, before, o, TPR);
                 if (q >= o)
                     before += x;
             }
+            need = __shfl_sync(FULL, before, TPR - 1, TPR); /* the row's ties */
+            need = at_min ? need - 1u : keep - (uint32_t)chi;
             before -= ties;
             quota = need > before ? min(need - before, ties) : 0u;
             if (quota == ties) {
