@@ -16,6 +16,11 @@
 #define THREADS 256 /* the decoder's block */
 #define FULL 0xffffffffu
 
+/* The pruning's search (search_mid): the first SEARCH_GUESSES steps
+ * interpolate, the rest halve the range, so a row ends within
+ * SEARCH_GUESSES + 15 steps. */
+#define SEARCH_GUESSES 8u
+
 /* Unit u of the storage order -> (row, block), as unit_coords in codec.c. */
 __device__ static void unit_coords(const mf_view &c, uint64_t u, uint32_t *row, uint64_t *block) {
     if (c.layout == MF_LAYOUT_NATIVE) {
@@ -141,22 +146,18 @@ __device__ static inline uint32_t row_count_ge(const uint32_t (&a)[16], uint32_t
 /* The larger of each half (16-bit unsigned). */
 __device__ static inline uint32_t umax2(uint32_t x, uint32_t y) { return __vmaxu2(x, y); }
 
-/* The pruning's search (encode_kernel): the first SEARCH_GUESSES steps
- * interpolate, the rest halve the range, so a row ends within
- * SEARCH_GUESSES + 15 steps. */
-#define SEARCH_GUESSES 8u
-
-/* The next midpoint plus 2^23, so that its float's low bits are the
- * integer: near where count(>= x) would reach keep if counts fell
- * linearly from (lo, clo) to (hi, chi), clo >= keep > chi, or the middle
- * once the guesses are spent. It lies in [lo1, hi - 1] (lo1 = lo + 1 <=
- * hi - 1): the ends are integers, so lo1 + (hi - 1 - lo1) f rounds into
- * that range for f in [0, 1], and floor keeps it there. Any midpoint in
- * the range is correct, so the reciprocal may be approximate (f stays
- * below 1 + 2^-20, as clo - keep < clo - chi <= 2D). On the sweep's
- * synthetic rows a warp's slowest row ends in about half the steps that
- * halving takes (bench/GPU-NOTES.md); the stand-in count 2D for lo = 1
- * puts the first guess nearer M, where the threshold lies on those rows. */
+/* The next midpoint of the pruning's search, plus 2^23 so that its
+ * float's low bits are the integer: near where count(>= x) would reach
+ * keep if counts fell linearly from (lo, clo) to (hi, chi), clo > keep >
+ * chi, or the middle once the guesses are spent; rounded down, in [lo1,
+ * hi - 1] for lo1 = lo + 1 <= hi - 1. The ends are integers, so lo1 +
+ * (hi - 1 - lo1) f rounds into that range for f in [0, 1], and f <= 1 -
+ * 1 / 2D (clo - keep <= clo - chi - 1, clo - chi <= 2D) leaves room for
+ * the approximate reciprocal. Any midpoint in the range is correct. On
+ * the sweep's synthetic rows a warp's slowest row ends in about half the
+ * steps that halving takes (bench/GPU-NOTES.md); the stand-in count 2D
+ * for lo = 1 puts the first guess nearer M, where the threshold lies on
+ * those rows. */
 __device__ static inline float search_mid(float lo1, float hi, float clo, float chi, float keep,
                                           uint32_t step) {
     float r, f;
@@ -165,27 +166,32 @@ __device__ static inline float search_mid(float lo1, float hi, float clo, float 
     return __fadd_rd(fmaf(hi - lo1 - 1.0f, f, lo1), 0x1p23f); /* floor, + 2^23 */
 }
 
+/* (a ^ f) & (c ^ f) in one LOP3 (the compiler splits it where f is a
+ * select). */
+__device__ static inline uint32_t flip_and(uint32_t a, uint32_t c, uint32_t f) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0x42;" : "=r"(d) : "r"(a), "r"(c), "r"(f));
+    return d;
+}
+
 /* The row's t where its search ended one off keep (the pruning): at_min,
- * the smallest magnitude at or above lo, found as the largest 0x7bff - x
- * below 0x7c00 - lo; at_max, the largest below hi; otherwise lo. One pass
- * of packed maxima serves both (a row's magnitudes are finite unless the
- * unit fails). */
+ * the smallest magnitude at or above lo; at_max, the largest below hi;
+ * otherwise lo. One pass of packed maxima serves both: with c = (x < lo
+ * or x < hi), at_max takes the largest x & c and at_min the largest ~x &
+ * ~c, the complement of the smallest x | c. */
 template <int TPR>
 __device__ static inline uint32_t end_magnitude(const uint32_t (&a)[16], bool at_min, bool at_max,
                                                 uint32_t lo, uint32_t hi) {
-    const uint32_t mul = at_min ? 0xffffffffu : 1u, add = at_min ? 0x7bff7bffu : 0u;
-    const uint32_t bound = (at_min ? 0x7c00u - lo : hi) * 0x10001u;
+    const uint32_t flip = at_min ? 0xffffffffu : 0u, bound = (at_min ? lo : hi) * 0x10001u;
     uint32_t acc = 0, x;
 #pragma unroll
-    for (int w = 0; w < 16; w++) {
-        const uint32_t b = a[w] * mul + add; /* no borrow between the halves */
-        acc = umax2(acc, b & __hlt2_mask(as_h2(b), as_h2(bound)));
-    }
+    for (int w = 0; w < 16; w++)
+        acc = umax2(acc, flip_and(a[w], __hlt2_mask(as_h2(a[w]), as_h2(bound)), flip));
 #pragma unroll
     for (int o = TPR / 2; o > 0; o /= 2)
         acc = umax2(acc, __shfl_xor_sync(FULL, acc, o));
     x = max(acc & 0xffffu, acc >> 16);
-    return at_min ? 0x7bffu - x : at_max ? x : lo;
+    return at_min ? ~x & 0xffffu : at_max ? x : lo;
 }
 
 /* A mask over the 16 words, from 0xffff-per-half compare results: channel
@@ -216,15 +222,20 @@ __device__ static inline uint32_t transpose32(uint32_t a) {
     return a;
 }
 
-/* b with its first n set bits (from bit 63 down) cleared: a binary search
- * for the element index of set bit n. */
+/* b with its first n set bits (from bit 63 down) cleared, for n <
+ * popcount(b): the word holding set bit n, then a binary search in it
+ * for the longest prefix with at most n' set bits. */
 __device__ static inline uint64_t skip_bits(uint64_t b, uint32_t n) {
-    uint32_t p = 0;
+    const uint32_t hi = (uint32_t)(b >> 32), lo = (uint32_t)b, c = __popc(hi);
+    const bool in_hi = n < c;
+    const uint32_t w = in_hi ? hi : lo, m = in_hi ? n : n - c;
+    uint32_t p = 0, x;
 #pragma unroll
-    for (uint32_t s = 32; s > 0; s >>= 1)
-        if ((uint32_t)__popcll(b >> (64 - (p + s))) <= n)
+    for (uint32_t s = 16; s > 0; s >>= 1)
+        if ((uint32_t)__popc(w >> (32 - (p + s))) <= m)
             p += s;
-    return b & (~0ull >> p);
+    x = w & (0xffffffffu >> p);
+    return in_hi ? (uint64_t)x << 32 | lo : x;
 }
 
 /* The sum of MF_CODE_BIAS_BITS << (i * BITS) over a word's codes (mod 2^32):
@@ -373,24 +384,29 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     }
     __syncthreads();
 
-    /* Pruning, as mf__prune_row: t is the largest magnitude with at least
-     * `keep` magnitudes >= t; all above t are kept, then the lowest
-     * channels of those equal to t. A search keeps lo <= t < hi, where
-     * count(>= lo) >= keep > count(>= hi), from [1, M + 1) for the row's
-     * largest magnitude M (search_mid picks each step's midpoint). A row
-     * is done when hi = lo + 1 (t = lo; a step that counts exactly keep
-     * leaves that) or when a count is one off keep:
-     *  - count(>= hi) = keep - 1 (and count(>= lo) >= keep known, lo > 1):
-     *    t is the largest magnitude below hi;
-     *  - count(>= lo) = keep + 1: t is the smallest at or above lo.
-     * One pass of packed maxima after the search finds those t. */
+    /* Pruning, as mf__prune_row: the largest t with at least `keep`
+     * magnitudes >= t; all above t are kept, then the lowest channels of
+     * those equal to t. A search narrows [lo, hi) from [1, M + 1) for the
+     * row's largest magnitude M, keeping count(>= lo) >= keep >
+     * count(>= hi) (but lo stays 1 while fewer than keep are nonzero);
+     * search_mid picks each midpoint. The kept set is every magnitude
+     * above a t' and the first `need` equal to it, where the row ends:
+     *  - hi = lo + 1 (so does a step counting exactly keep, need 0): t'
+     *    = lo, need = keep - count(>= hi);
+     *  - count(>= hi) = keep - 1 with lo > 1, so count(>= lo) >= keep:
+     *    t' = t, the largest magnitude below hi, need 1;
+     *  - count(>= lo) = keep + 1: t' is the smallest at or above lo,
+     *    need = its ties - 1 (t' = t where it has ties).
+     * Where these overlap they keep the same set. One pass of packed
+     * maxima after the search (end_magnitude) finds the last two t'. */
     {
         const uint32_t r = tid / TPR, q = tid % TPR;
         const uint32_t keep_h = __half_as_ushort(__uint2half_rn(keep)) * 0x10001u;
         const float keep_f = (float)keep;
         uint32_t a[16], bad, mx = 0, gt = 0, eq = 0, m, t, step;
         /* lo1 = lo + 1; clo, chi: the counts at lo and hi, with 2D
-         * standing in for lo = 1's (never keep + 1; see search_mid) */
+         * standing in for lo = 1's (2D > keep + 1: clo = keep + 1 only
+         * where counted) */
         float lo1 = 2.0f, hi, clo = 2.0f * D, chi = 0.0f;
         bool done, at_min, at_max;
 #pragma unroll
@@ -441,8 +457,6 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
         at_min = clo == keep_f + 1.0f;
         at_max = chi == keep_f - 1.0f && lo1 > 2.0f;
         t = (uint32_t)lo1 - 1u;
-        /* Where both hold, or one and hi = lo + 1, every rule gives the
-         * same t and kept set. */
         if (__any_sync(FULL, at_min || at_max))
             t = end_magnitude<TPR>(a, at_min, at_max, t, (uint32_t)hi);
         if (keep) {
@@ -452,28 +466,27 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 gt |= mask_bits(__hge2_mask(as_h2(a[h]), as_h2(tg)), h);
                 eq |= mask_bits(__heq2_mask(as_h2(a[h]), as_h2(te)), h);
             }
-        } /* t >= 1 throughout, so eq never takes a zero */
+        } /* t' >= 1, so eq never takes a zero */
         {
-            /* Ties before this thread's channels (the row's lower parts)
-             * and how many of its own are kept: keep - count(> t) in all,
-             * where count(> t) is count(>= hi) (chi) unless t was the
-             * smallest at or above lo: then keep + 1 less the row's ties. */
-            uint32_t ties = __popc(eq), before = ties, need, quota, o;
+            /* Ties before this thread's channels (the row's lower parts),
+             * and how many of its own are kept. */
+            uint32_t ties = __popc(eq), before = ties, row_ties, need, quota, o;
 #pragma unroll
             for (o = 1; o < TPR; o <<= 1) {
                 uint32_t x = __shfl_up_sync(FULL, before, o, TPR);
                 if (q >= o)
                     before += x;
             }
-            need = __shfl_sync(FULL, before, TPR - 1, TPR); /* the row's ties */
-            need = at_min ? need - 1u : keep - (uint32_t)chi;
+            row_ties = __shfl_sync(FULL, before, TPR - 1, TPR);
+            need = at_min ? row_ties - 1u : keep - (uint32_t)chi;
             before -= ties;
             quota = need > before ? min(need - before, ties) : 0u;
-            if (quota == ties) {
-                m = mask_order(gt | eq);
-            } else { /* the first quota ties, in channel order */
+            /* All or none of a thread's ties in the common case: one
+             * reordering; the rare part of them (the first quota in
+             * channel order) takes a second. */
+            m = mask_order(gt | (quota == ties ? eq : 0u));
+            if (quota && quota != ties) {
                 uint32_t e = mask_order(eq);
-                m = mask_order(gt);
                 for (; quota > 0; quota--) {
                     uint32_t b = 0x80000000u >> __clz(e);
                     m |= b;
