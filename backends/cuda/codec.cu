@@ -454,6 +454,8 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
             at_max = chi == keep_f - 1.0f && lo1 > 2.0f;
             done = done || hi <= lo1 || at_min || at_max;
         }
+        /* Again from the final state: carried out of the loop instead,
+         * the flags took selects in every step (bench/GPU-NOTES.md). */
         at_min = clo == keep_f + 1.0f;
         at_max = chi == keep_f - 1.0f && lo1 > 2.0f;
         t = (uint32_t)lo1 - 1u;
