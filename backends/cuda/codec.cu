@@ -223,8 +223,9 @@ __device__ static inline uint32_t transpose32(uint32_t a) {
 }
 
 /* b with its first n set bits (from bit 63 down) cleared, for n <
- * popcount(b): the word holding set bit n, then a binary search in it
- * for the longest prefix with at most n' set bits. */
+ * popcount(b): the 32-bit word holding set bit n, then a binary search in
+ * it for the longest prefix with at most m set bits (n less the high
+ * word's count where that word is the low one). */
 __device__ static inline uint64_t skip_bits(uint64_t b, uint32_t n) {
     const uint32_t hi = (uint32_t)(b >> 32), lo = (uint32_t)b, c = __popc(hi);
     const bool in_hi = n < c;
