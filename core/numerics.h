@@ -246,7 +246,16 @@ MF_HD float mf_div_h(float x, float s, float r) {
 #define MF_CODE_BIAS 8388608.0f         /* 2^23 */
 #define MF_CODE_BIAS_BITS 0x4b000000u    /* its f32 bits */
 MF_HD float mf_quant_biased(float x, float s, float r, float zb, uint32_t bits) {
+#ifdef __CUDA_ARCH__
+    /* floor(y) + zb in one sum rounded down: for an integer F = floor(y)
+     * + zb in the clamp's range (integers of [2^23, 2^24)) both give F,
+     * as y + zb lies in [F, F + 1); below or above the range both stay
+     * below 2^23 or reach 2^23 + L + 1, the same clamp (every end is a
+     * float, and a sum rounded down to -0 clamps as +0 would). */
+    float q = __fadd_rd(MF_ADD(mf_div_h(x, s, r), 0.5f), zb);
+#else
     float q = MF_ADD(floorf(MF_ADD(mf_div_h(x, s, r), 0.5f)), zb);
+#endif
     float hi = MF_ADD(MF_CODE_BIAS, (float)((1u << bits) - 1u));
     if (q < MF_CODE_BIAS)
         q = MF_CODE_BIAS;
