@@ -139,7 +139,7 @@ __device__ static inline uint32_t row_count_ge(const uint32_t (&a)[16], uint32_t
 #pragma unroll
     for (int o = TPR / 2; o > 0; o /= 2)
         acc[0] = __hadd2(acc[0], __shfl_xor_sync(FULL, acc[0], o));
-    acc[0] = __hadd2(acc[0], __lowhigh2highlow(acc[0]));
+    acc[0] = __hadd2(__low2half2(acc[0]), __high2half2(acc[0])); /* one HADD2 with swizzles */
     return *(const uint32_t *)&acc[0];
 }
 
