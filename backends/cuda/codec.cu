@@ -324,7 +324,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     __shared__ uint16_t chunk_tile[D * MF_TILE / CHUNK]; /* tile << 2 | chunk in tile */
     __shared__ int32_t kmin[D], kmax[D];         /* min and max keys of each tile */
     __shared__ float sf[D], zf[D];               /* scale and zero of each tile */
-    __shared__ uint32_t wsum[NT / 32];
+    __shared__ uint32_t wsum[NT / 32], wtally[NT / 32];
     __shared__ unsigned long long s_start;
     __shared__ int s_bad;
     const uint16_t *blk = (const uint16_t *)blk4;
@@ -529,18 +529,30 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     }
     __syncthreads();
 
-    /* Tile sizes; one scan of (words << 16 | chunks), both fitting 16 bits
-     * for a whole unit (at most 8192 words and 1024 chunks). */
+    /* Tile sizes and the chunk list. A tile's chunks are full but for its
+     * last; the list puts chunks of 13-16 codes first, then the last
+     * chunks of 9-12, 5-8 and 1-4, so that most warps gather and code
+     * fewer than 16 slots (each stops at its longest chunk, in steps of
+     * 4). One scan of (words << 16 | long chunks), both fitting 16 bits
+     * for a whole unit (at most 8192 words and 1024 chunks); a ballot per
+     * shorter class ranks its chunks (10-bit counts: at most D). */
     {
-        uint32_t mine = 0, incl, o;
+        uint32_t mine = 0, incl, o, cls = 0, full = 0, rank, tally, below = 0, b1, b2, b3;
         if (tid < D) {
             uint64_t b = bm[tid];
             uint32_t nnz = (uint32_t)__popcll(b);
             bitmaps[t0 + tid] = b;
-            mine = mf_tile_words(nnz, BITS) << 16 | (nnz + CHUNK - 1) / CHUNK;
+            full = nnz / CHUNK;
+            cls = (nnz % CHUNK + 3) / 4; /* 0: no partial chunk */
+            mine = mf_tile_words(nnz, BITS) << 16 | (full + (cls == 4));
             kmin[tid] = INT32_MAX;
             kmax[tid] = INT32_MIN;
         }
+        b1 = __ballot_sync(FULL, cls == 1);
+        b2 = __ballot_sync(FULL, cls == 2);
+        b3 = __ballot_sync(FULL, cls == 3);
+        asm("mov.u32 %0, %%lanemask_lt;" : "=r"(rank));
+        rank = __popc((cls == 1 ? b1 : cls == 2 ? b2 : b3) & rank);
         incl = mine;
 #pragma unroll
         for (o = 1; o < 32; o <<= 1) {
@@ -548,22 +560,33 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
             if (lane >= o)
                 incl += x;
         }
-        if (lane == 31)
+        if (lane == 31) {
             wsum[warp] = incl;
+            wtally[warp] = __popc(b1) | __popc(b2) << 10 | __popc(b3) << 20;
+        }
         __syncthreads();
         words = 0;
+        tally = 0;
         for (o = 0; o < D / 32; o++) {
-            if (o == warp)
+            if (o == warp) {
                 incl += words; /* now the unit-wide inclusive sum */
+                below = tally;
+            }
             words += wsum[o];
+            tally += wtally[o];
         }
-        chunks = words & 0xffffu;
+        /* The class starts: long chunks, then classes 3, 2 and 1. */
+        const uint32_t c3 = words & 0xffffu, c2 = c3 + (tally >> 20), c1 = c2 + (tally >> 10 & 1023u);
+        chunks = c1 + (tally & 1023u);
         words >>= 16;
         if (tid < D) {
             uint32_t e = incl - mine, k;
             wstart[tid] = e >> 16;
             for (k = 0; k < (mine & 0xffffu); k++)
                 chunk_tile[(e & 0xffffu) + k] = (uint16_t)(tid << 2 | k);
+            if (cls && cls < 4)
+                chunk_tile[(cls == 3 ? c3 : cls == 2 ? c2 : c1) + (below >> (10 * (cls - 1)) & 1023u) +
+                           rank] = (uint16_t)(tid << 2 | full);
         }
         if (tid == 0)
             publish(flags, u, (u ? FLAG_AGG : FLAG_INC) | words);
@@ -571,21 +594,25 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     __syncthreads();
 
     /* Each thread gathers the nonzeros of at most two chunks into
-     * registers, with their min and max keys for the tile's parameters. */
-    uint32_t val[2][CHUNK / 2], ctile[2], cidx[2], ncodes[2];
+     * registers, with their min and max keys for the tile's parameters;
+     * a warp fills the slots up to its longest chunk, in steps of 4. */
+    uint32_t val[2][CHUNK / 2], centry[2], ncodes[2];
 #pragma unroll
     for (h = 0; h < 2; h++) {
-        uint32_t ci = tid + h * NT, i;
+        uint32_t ci = tid + h * NT, i, e = 0, n = 0, slots;
 #pragma unroll
         for (i = 0; i < CHUNK / 2; i++)
             val[h][i] = 0;
-        ncodes[h] = 0;
-        ctile[h] = 0;
-        cidx[h] = 0;
         if (ci < chunks) {
-            uint32_t e = chunk_tile[ci], j = e >> 2, k = e & 3u, base, stride, n;
+            e = chunk_tile[ci];
+            n = min(CHUNK, (uint32_t)__popcll(bm[e >> 2]) - CHUNK * (e & 3u));
+        }
+        slots = __reduce_max_sync(FULL, n);
+        ncodes[h] = n;
+        centry[h] = e;
+        if (n) {
+            uint32_t j = e >> 2, k = e & 3u, base, stride;
             uint64_t b = bm[j];
-            n = min(CHUNK, (uint32_t)__popcll(b) - CHUNK * k);
             b = k ? skip_bits(b, CHUNK * k) : b;
             if (c.kind == MF_KEY) {
                 base = j;
@@ -594,9 +621,10 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 base = (j % MF_TILE) * D + (j / MF_TILE) * MF_TILE;
                 stride = 1;
             }
-            /* Without branches, so the loads overlap: slots past n hold
-             * 0 (fp16 padding) or, for codes, a copy of the first value,
-             * which leaves the chunk's min and max alone (n >= 1). */
+            /* Without branches but the warp's stops, so the loads
+             * overlap: slots past n hold 0 (fp16 padding) or, for codes,
+             * a copy of the first value, which leaves the chunk's min and
+             * max alone (n >= 1). */
             /* The walk takes b a 32-bit word at a time: w is the word
              * being walked (elements off ..), nx the one after it. Once
              * both are spent it walks a word again: those slots are past
@@ -606,9 +634,12 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 w = nx;
                 off = 32;
             }
+            __half2 lo2, hi2; /* the chunk's min and max, a pair at a time */
 #pragma unroll
             for (i = 0; i < CHUNK; i++) {
                 uint32_t fl, x;
+                if (i % 4 == 0 && i && i >= slots)
+                    break;
                 asm("bfind.u32 %0, %1;" : "=r"(fl) : "r"(w)); /* the highest set bit */
                 x = blk[base + (off + 31u - fl) * stride];
                 w &= ~(1u << fl);
@@ -619,20 +650,15 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 x0 = i ? x0 : x;
                 x = i < n ? x : BITS ? x0 : 0u;
                 val[h][i / 2] |= x << (16 * (i % 2));
-            }
-            if (BITS) { /* the chunk's min and max */
-                __half2 lo2 = as_h2(val[h][0]), hi2 = lo2;
-#pragma unroll
-                for (i = 1; i < CHUNK / 2; i++) {
-                    lo2 = __hmin2(lo2, as_h2(val[h][i]));
-                    hi2 = __hmax2(hi2, as_h2(val[h][i]));
+                if (BITS && i % 2) {
+                    lo2 = i == 1 ? as_h2(val[h][0]) : __hmin2(lo2, as_h2(val[h][i / 2]));
+                    hi2 = i == 1 ? as_h2(val[h][0]) : __hmax2(hi2, as_h2(val[h][i / 2]));
                 }
+            }
+            if (BITS) {
                 atomicMin(&kmin[j], mf_h_key(__half_as_ushort(__hmin(__low2half(lo2), __high2half(lo2)))));
                 atomicMax(&kmax[j], mf_h_key(__half_as_ushort(__hmax(__low2half(hi2), __high2half(hi2)))));
             }
-            ncodes[h] = n;
-            ctile[h] = j;
-            cidx[h] = k;
         }
     }
     __syncthreads();
@@ -677,8 +703,8 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     if (start + words <= capacity) {
 #pragma unroll
         for (h = 0; h < 2; h++) {
-            uint32_t n = ncodes[h], j = ctile[h], k = cidx[h], i;
-            uint32_t *w;
+            const uint32_t n = ncodes[h], j = centry[h] >> 2, k = centry[h] & 3u, slots = __reduce_max_sync(FULL, n);
+            uint32_t *w, i;
             if (!n)
                 continue;
             w = payload + start + wstart[j];
@@ -688,14 +714,18 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                     if (i < (n + 7) / 8 * 4)
                         w[CHUNK / 2 * k + i] = val[h][i];
             } else {
-                /* Every slot gets a code (slots past n hold a kept value)
-                 * and adds 2^23 + code shifted into its word: the
-                 * biases' sum comes off once, and the mask keeps n codes. */
+                /* Every slot up to the warp's stop gets a code (slots
+                 * past n hold a kept value) and adds 2^23 + code shifted
+                 * into its word: the biases' sum comes off once (a slot
+                 * not coded only borrows from the bits above the coded
+                 * ones), and the mask keeps n codes. */
                 constexpr uint32_t PER = 32 / (BITS ? BITS : 32); /* BITS 0 never gets here */
                 const float s = sf[j], r = MF_DIV(1.0f, s), zb = MF_ADD(zf[j], MF_CODE_BIAS);
                 uint32_t out[CHUNK / PER] = {};
 #pragma unroll
                 for (i = 0; i < CHUNK; i++) {
+                    if (i % 4 == 0 && i && i >= slots) /* the gather's stop */
+                        break;
                     const uint16_t x = (uint16_t)(val[h][i / 2] >> (16 * (i % 2)));
                     const float xf = __half2float(__ushort_as_half(x));
                     out[i / PER] += mf_f32_bits(mf_quant_biased(xf, s, r, zb, BITS))
