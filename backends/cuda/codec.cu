@@ -622,33 +622,31 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 stride = 1;
             }
             /* Without branches but the warp's stops, so the loads
-             * overlap: slots past n hold 0 (fp16 padding) or, for codes,
-             * a copy of the first value, which leaves the chunk's min and
-             * max alone (n >= 1). */
-            /* The walk takes b a 32-bit word at a time: w is the word
-             * being walked (elements off ..), nx the one after it. Once
-             * both are spent it walks a word again: those slots are past
-             * n. So w is never 0 (n >= 1 means b is not). */
-            uint32_t x0 = 0, w = (uint32_t)(b >> 32), nx = (uint32_t)b ? (uint32_t)b : w, off = 0;
-            if (!w) {
-                w = nx;
-                off = 32;
-            }
+             * overlap. The walk takes b a 32-bit word at a time: w is the
+             * word being walked, its bit 31 at byte p of blk, and nx (at
+             * pn) the last nonzero word, walked again once w is spent:
+             * w is never 0 (n >= 1, so b is not), and every slot holds a
+             * nonzero of tile j. Slots past n hold 0 (fp16 padding) or,
+             * for codes, such a repeat, which leaves the tile's min and
+             * max alone. */
+            const uint32_t hi = (uint32_t)(b >> 32), nx = (uint32_t)b ? (uint32_t)b : hi,
+                           pn = 2u * (base + ((uint32_t)b ? 32u : 0u) * stride), bstride = 2u * stride;
+            uint32_t w = hi ? hi : nx, p = hi ? 2u * base : pn;
             __half2 lo2, hi2; /* the chunk's min and max, a pair at a time */
 #pragma unroll
             for (i = 0; i < CHUNK; i++) {
-                uint32_t fl, x;
+                uint32_t z, x;
                 if (i % 4 == 0 && i && i >= slots)
                     break;
-                asm("bfind.u32 %0, %1;" : "=r"(fl) : "r"(w)); /* the highest set bit */
-                x = blk[base + (off + 31u - fl) * stride];
-                w &= ~(1u << fl);
+                asm("bfind.shiftamt.u32 %0, %1;" : "=r"(z) : "r"(w)); /* the first set bit's clz */
+                x = *(const uint16_t *)((const char *)blk + p + z * bstride);
+                w &= __funnelshift_r(0x7fffffffu, 0x7fffffffu, z); /* ~(0x80000000 >> z) */
                 if (!w) {
                     w = nx;
-                    off = 32;
+                    p = pn;
                 }
-                x0 = i ? x0 : x;
-                x = i < n ? x : BITS ? x0 : 0u;
+                if (!BITS)
+                    x = i < n ? x : 0u;
                 val[h][i / 2] |= x << (16 * (i % 2));
                 if (BITS && i % 2) {
                     lo2 = i == 1 ? as_h2(val[h][0]) : __hmin2(lo2, as_h2(val[h][i / 2]));
