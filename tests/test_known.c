@@ -256,6 +256,50 @@ static uint32_t spec_code(float x, float s, float z, uint32_t bits) {
     return q < 0.0f ? 0u : q > hi ? (uint32_t)hi : (uint32_t)q;
 }
 
+/* The device's form of mf_quant_biased: y + zb in one sum rounded down
+ * instead of floor(y) + zb rounded to nearest. Here the sum rounded down
+ * comes from the rounded-to-nearest one, stepped down where it exceeds
+ * the exact sum (s - zb and the comparison are exact in double for these
+ * operands). */
+static float clamp_biased(float q, uint32_t bits) {
+    const float hi = MF_ADD(MF_CODE_BIAS, (float)((1u << bits) - 1u));
+    return q < MF_CODE_BIAS ? MF_CODE_BIAS : q > hi ? hi : q;
+}
+
+static void check_sum_rounded_down(float y, float zb) {
+    float s = y + zb, rd = (double)s - (double)zb > (double)y ? nextafterf(s, -INFINITY) : s;
+    uint32_t bits;
+    for (bits = 2; bits <= 4; bits += 2)
+        cr_assert(mf_f32_bits(clamp_biased(rd, bits)) == mf_f32_bits(clamp_biased(floorf(y) + zb, bits)),
+                  "y %a, zb %a, %u bits", (double)y, (double)zb, bits);
+}
+
+/* ... equals the host's for quotients of fp16 values (every 5th finite x
+ * against a sample of scales) and for y at and next to integers and
+ * halves across every zero's range, from zeros of both ends. */
+Test(known, device_code_sum_equals_host_form) {
+    static const float zs[] = {-65504.0f, -2049.0f, -3.0f, 0.0f, 1.0f, 2.0f, 15.0f, 65504.0f};
+    uint32_t sh, h, k;
+    int32_t i;
+    for (sh = 1; sh < 0x7c00; sh += sh < 0x400 ? 7 : 97) {
+        const float sc = mf_h2f((uint16_t)sh), r = MF_DIV(1.0f, sc);
+        for (h = 0; h < 0x10000; h += 5)
+            if (mf_h_finite((uint16_t)h))
+                for (k = 0; k < sizeof zs / sizeof zs[0]; k++)
+                    check_sum_rounded_down(MF_ADD(mf_div_h(mf_h2f((uint16_t)h), sc, r), 0.5f),
+                                           MF_ADD(zs[k], MF_CODE_BIAS));
+    }
+    for (k = 0; k < sizeof zs / sizeof zs[0]; k++)
+        for (i = -65540; i <= 65540; i++) {
+            const float y = (float)i, zb = MF_ADD(zs[k], MF_CODE_BIAS);
+            check_sum_rounded_down(y, zb);
+            check_sum_rounded_down(nextafterf(y, -INFINITY), zb);
+            check_sum_rounded_down(nextafterf(y, INFINITY), zb);
+            check_sum_rounded_down(y + 0.5f, zb);
+            check_sum_rounded_down(ldexpf(y, 25), zb);
+        }
+}
+
 /* mf_quant_code, which adds z + 2^23 and reads the code from the float's
  * bits, against the spec's form: every 5th finite x, a sample of scales,
  * zeros from both ends of the range, both code widths. */
