@@ -245,6 +245,17 @@ MF_HD float mf_div_h(float x, float s, float r) {
  * across the clamp's ends, so this is SPEC.md's code exactly. */
 #define MF_CODE_BIAS 8388608.0f         /* 2^23 */
 #define MF_CODE_BIAS_BITS 0x4b000000u    /* its f32 bits */
+
+/* A biased code sum clamped to the codes' range [2^23, 2^23 + 2^bits - 1]. */
+MF_HD float mf_code_clamp(float q, uint32_t bits) {
+    float hi = MF_ADD(MF_CODE_BIAS, (float)((1u << bits) - 1u));
+    if (q < MF_CODE_BIAS)
+        q = MF_CODE_BIAS;
+    if (q > hi)
+        q = hi;
+    return q;
+}
+
 MF_HD float mf_quant_biased(float x, float s, float r, float zb, uint32_t bits) {
 #ifdef __CUDA_ARCH__
     /* floor(y) + zb in one sum rounded down: for an integer F = floor(y)
@@ -256,12 +267,7 @@ MF_HD float mf_quant_biased(float x, float s, float r, float zb, uint32_t bits) 
 #else
     float q = MF_ADD(floorf(MF_ADD(mf_div_h(x, s, r), 0.5f)), zb);
 #endif
-    float hi = MF_ADD(MF_CODE_BIAS, (float)((1u << bits) - 1u));
-    if (q < MF_CODE_BIAS)
-        q = MF_CODE_BIAS;
-    if (q > hi)
-        q = hi;
-    return q;
+    return mf_code_clamp(q, bits);
 }
 
 /* The code itself (same arguments, but the zero z unbiased). */

@@ -261,16 +261,11 @@ static uint32_t spec_code(float x, float s, float z, uint32_t bits) {
  * comes from the rounded-to-nearest one, stepped down where it exceeds
  * the exact sum (s - zb and the comparison are exact in double for these
  * operands). */
-static float clamp_biased(float q, uint32_t bits) {
-    const float hi = MF_ADD(MF_CODE_BIAS, (float)((1u << bits) - 1u));
-    return q < MF_CODE_BIAS ? MF_CODE_BIAS : q > hi ? hi : q;
-}
-
 static void check_sum_rounded_down(float y, float zb) {
     float s = y + zb, rd = (double)s - (double)zb > (double)y ? nextafterf(s, -INFINITY) : s;
     uint32_t bits;
     for (bits = 2; bits <= 4; bits += 2)
-        cr_assert(mf_f32_bits(clamp_biased(rd, bits)) == mf_f32_bits(clamp_biased(floorf(y) + zb, bits)),
+        cr_assert(mf_f32_bits(mf_code_clamp(rd, bits)) == mf_f32_bits(mf_code_clamp(floorf(y) + zb, bits)),
                   "y %a, zb %a, %u bits", (double)y, (double)zb, bits);
 }
 
