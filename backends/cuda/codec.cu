@@ -701,7 +701,8 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     if (start + words <= capacity) {
 #pragma unroll
         for (h = 0; h < 2; h++) {
-            const uint32_t n = ncodes[h], j = centry[h] >> 2, k = centry[h] & 3u, slots = __reduce_max_sync(FULL, n);
+            const uint32_t n = ncodes[h], j = centry[h] >> 2, k = centry[h] & 3u,
+                           slots = __reduce_max_sync(FULL, n);
             uint32_t *w, i;
             if (!n)
                 continue;
