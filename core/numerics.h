@@ -110,6 +110,29 @@ MF_HD uint16_t mf_f2h(float f) {
     }
 }
 
+/* mf_h2f and mf_f2h for values known not to be NaNs (infinities allowed),
+ * as the quantizer's parameters are: the same bits, and on the device one
+ * hardware conversion without the NaN test. */
+MF_HD float mf_h2f_nn(uint16_t h) {
+#ifdef __CUDA_ARCH__
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+#else
+    return mf_h2f(h);
+#endif
+}
+
+MF_HD uint16_t mf_f2h_nn(float f) {
+#ifdef __CUDA_ARCH__
+    unsigned short r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f));
+    return r;
+#else
+    return mf_f2h(f);
+#endif
+}
+
 /* |x| ordering key of an fp16 value: larger key = larger magnitude. */
 MF_HD uint32_t mf_h_mag(uint16_t h) { return h & 0x7fffu; }
 MF_HD int mf_h_finite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
@@ -177,34 +200,41 @@ MF_HD uint32_t mf_tile_words(uint32_t nnz, uint32_t bits) {
     return (nnz * bits + 31u) >> 5; /* ceil(nnz / (32 / bits)) */
 }
 
-/* The fp16 value a code stands for: (code - z) * s, rounded to fp16. */
+/* The fp16 value a code stands for: (code - z) * s, rounded to fp16;
+ * mf_dequant_f32 is the product before that rounding. */
+MF_HD float mf_dequant_f32(uint32_t code, float s, float z) {
+    return MF_MUL(MF_SUB((float)code, z), s);
+}
+
 MF_HD uint16_t mf_dequant(uint32_t code, float s, float z) {
-    return mf_f2h(MF_MUL(MF_SUB((float)code, z), s));
+    return mf_f2h(mf_dequant_f32(code, s, z));
 }
 
 /* Which end code of (s, z) decodes to +-inf: 1 the lowest (z too large),
- * -1 the highest (z too small), 0 neither; the codes between lie between. */
+ * -1 the highest (z too small), 0 neither; the codes between lie between.
+ * For finite s and z (mf_quant_params's): no product is a NaN. */
 MF_HD int mf_quant_overflow(float s, float z, uint32_t bits) {
-    if (!mf_h_finite(mf_dequant(0, s, z)))
+    if (!mf_h_finite(mf_f2h_nn(mf_dequant_f32(0, s, z))))
         return 1;
-    return mf_h_finite(mf_dequant((1u << bits) - 1u, s, z)) ? 0 : -1;
+    return mf_h_finite(mf_f2h_nn(mf_dequant_f32((1u << bits) - 1u, s, z))) ? 0 : -1;
 }
 
 /* Per-tile scale and zero point from the min and max of its nonzeros
- * (fp32 values of fp16 inputs). Empty tiles use mn = mx = 0. */
+ * (fp32 values of finite fp16 inputs, so no value below is a NaN). Empty
+ * tiles use mn = mx = 0. */
 MF_HD void mf_quant_params(float mn, float mx, uint32_t bits, uint16_t *scale,
                            uint16_t *zero) {
     float levels = (float)((1u << bits) - 1u);
-    uint16_t sh = mf_f2h(MF_DIV(MF_SUB(mx, mn), levels));
+    uint16_t sh = mf_f2h_nn(MF_DIV(MF_SUB(mx, mn), levels));
     float s, z;
     int over;
-    if (!(mf_h2f(sh) > 0.0f)) /* zero range, or it underflows fp16 */
-        sh = 0x3c00u;         /* 1.0 */
+    if (!(mf_h2f_nn(sh) > 0.0f)) /* zero range, or it underflows fp16 */
+        sh = 0x3c00u;            /* 1.0 */
     /* A subnormal scale moves in steps of 2^-24: rounded down, L steps can
      * fall well short of the range, clamping its ends by over a step. */
-    else if (sh < 0x0400u && MF_MUL(mf_h2f(sh), levels) < MF_SUB(mx, mn))
+    else if (sh < 0x0400u && MF_MUL(mf_h2f_nn(sh), levels) < MF_SUB(mx, mn))
         sh++;
-    s = mf_h2f(sh);
+    s = mf_h2f_nn(sh);
     z = floorf(MF_ADD(MF_DIV(-mn, s), 0.5f));
     if (z > 65504.0f)
         z = 65504.0f;
@@ -214,15 +244,15 @@ MF_HD void mf_quant_params(float mn, float mx, uint32_t bits, uint16_t *scale,
      * rounding of z can push an end code just past 65504: move z one code
      * inward. Where that is not enough (a range near -65504..65504, or a
      * z that fp16 cannot move by one), take the widest finite grid. */
-    if ((over = mf_quant_overflow(s, mf_h2f(mf_f2h(z)), bits)) != 0) {
+    if ((over = mf_quant_overflow(s, mf_h2f_nn(mf_f2h_nn(z)), bits)) != 0) {
         z = MF_SUB(z, (float)over);
-        if (mf_quant_overflow(s, mf_h2f(mf_f2h(z)), bits)) {
+        if (mf_quant_overflow(s, mf_h2f_nn(mf_f2h_nn(z)), bits)) {
             z = floorf(MF_MUL(levels, 0.5f));
-            sh = mf_f2h(MF_DIV(65504.0f, MF_SUB(levels, z)));
+            sh = mf_f2h_nn(MF_DIV(65504.0f, MF_SUB(levels, z)));
         }
     }
     *scale = sh;
-    *zero = mf_f2h(z);
+    *zero = mf_f2h_nn(z);
 }
 
 /* x / s, bit for bit MF_DIV(x, s) (a zero may come out +0 for -0), for
