@@ -323,8 +323,8 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     __shared__ uint32_t wstart[D];               /* tile start words in the unit */
     __shared__ uint16_t chunk_tile[D * MF_TILE / CHUNK]; /* tile << 2 | chunk in tile */
     __shared__ int32_t kmin[D], kmax[D];         /* min and max keys of each tile */
-    __shared__ float sf[D], zf[D];               /* scale and zero of each tile */
-    __shared__ uint32_t wsum[NT / 32], wtally[NT / 32];
+    __shared__ float sf[D], rf[D], zbf[D];       /* each tile's s, 1 / s, z + 2^23 */
+    __shared__ uint32_t wsum[D / 32], wtally[D / 32];
     __shared__ unsigned long long s_start;
     __shared__ int s_bad;
     const uint16_t *blk = (const uint16_t *)blk4;
@@ -535,34 +535,36 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
      * fewer than 16 slots (each stops at its longest chunk, in steps of
      * 4). One scan of (words << 16 | long chunks), both fitting 16 bits
      * for a whole unit (at most 8192 words and 1024 chunks); a ballot per
-     * shorter class ranks its chunks (10-bit counts: at most D). */
+     * shorter class ranks its chunks (10-bit counts: at most D). The
+     * tiles' threads are whole warps (D is a multiple of 32); the others
+     * only read the totals. */
     {
-        uint32_t mine = 0, incl, o, cls = 0, full = 0, rank, tally, below = 0, b1, b2, b3;
+        uint32_t mine = 0, incl = 0, o, cls = 0, full = 0, rank = 0, tally, below = 0;
         if (tid < D) {
             uint64_t b = bm[tid];
-            uint32_t nnz = (uint32_t)__popcll(b);
+            uint32_t nnz = (uint32_t)__popcll(b), b1, b2, b3;
             bitmaps[t0 + tid] = b;
             full = nnz / CHUNK;
             cls = (nnz % CHUNK + 3) / 4; /* 0: no partial chunk */
             mine = mf_tile_words(nnz, BITS) << 16 | (full + (cls == 4));
             kmin[tid] = INT32_MAX;
             kmax[tid] = INT32_MIN;
-        }
-        b1 = __ballot_sync(FULL, cls == 1);
-        b2 = __ballot_sync(FULL, cls == 2);
-        b3 = __ballot_sync(FULL, cls == 3);
-        asm("mov.u32 %0, %%lanemask_lt;" : "=r"(rank));
-        rank = __popc((cls == 1 ? b1 : cls == 2 ? b2 : b3) & rank);
-        incl = mine;
+            b1 = __ballot_sync(FULL, cls == 1);
+            b2 = __ballot_sync(FULL, cls == 2);
+            b3 = __ballot_sync(FULL, cls == 3);
+            asm("mov.u32 %0, %%lanemask_lt;" : "=r"(rank));
+            rank = __popc((cls == 1 ? b1 : cls == 2 ? b2 : b3) & rank);
+            incl = mine;
 #pragma unroll
-        for (o = 1; o < 32; o <<= 1) {
-            uint32_t x = __shfl_up_sync(FULL, incl, o);
-            if (lane >= o)
-                incl += x;
-        }
-        if (lane == 31) {
-            wsum[warp] = incl;
-            wtally[warp] = __popc(b1) | __popc(b2) << 10 | __popc(b3) << 20;
+            for (o = 1; o < 32; o <<= 1) {
+                uint32_t x = __shfl_up_sync(FULL, incl, o);
+                if (lane >= o)
+                    incl += x;
+            }
+            if (lane == 31) {
+                wsum[warp] = incl;
+                wtally[warp] = __popc(b1) | __popc(b2) << 10 | __popc(b3) << 20;
+            }
         }
         __syncthreads();
         words = 0;
@@ -668,11 +670,13 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
         uint16_t sh, zh;
         if (!bm[tid]) /* empty tile: min = max = 0 */
             klo = khi = 0;
-        mf_quant_params(mf_h2f(mf_key_h(klo)), mf_h2f(mf_key_h(khi)), BITS, &sh, &zh);
+        mf_quant_params(mf_h2f_nn(mf_key_h(klo)), mf_h2f_nn(mf_key_h(khi)), BITS, &sh, &zh);
         scales[t0 + tid] = sh;
         zeros[t0 + tid] = zh;
-        sf[tid] = mf_h2f(sh);
-        zf[tid] = mf_h2f(zh);
+        const float s = mf_h2f_nn(sh);
+        sf[tid] = s;
+        rf[tid] = MF_DIV(1.0f, s);
+        zbf[tid] = MF_ADD(mf_h2f_nn(zh), MF_CODE_BIAS);
     }
     if (warp == NT / 32 - 1) {
         start = lookback(flags, u, &j0.ctl->stuck);
@@ -719,7 +723,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                  * not coded only borrows from the bits above the coded
                  * ones), and the mask keeps n codes. */
                 constexpr uint32_t PER = 32 / (BITS ? BITS : 32); /* BITS 0 never gets here */
-                const float s = sf[j], r = MF_DIV(1.0f, s), zb = MF_ADD(zf[j], MF_CODE_BIAS);
+                const float s = sf[j], r = rf[j], zb = zbf[j];
                 uint32_t out[CHUNK / PER] = {};
 #pragma unroll
                 for (i = 0; i < CHUNK; i++) {
