@@ -305,6 +305,26 @@ MF_HD uint32_t mf_quant_code(float x, float s, float r, float z, uint32_t bits) 
     return mf_f32_bits(mf_quant_biased(x, s, r, MF_ADD(z, MF_CODE_BIAS), bits)) - MF_CODE_BIAS_BITS;
 }
 
+/* The least fp16 x (its bits) whose code is at least k (1 <= k <= 2^bits
+ * - 1), +inf (0x7c00) where no finite x has: as the code never falls as x
+ * grows, code(x) = #{k : x >= T_k} for every finite x, so a 2-bit code is
+ * three fp16 comparisons. T_k is x0 = (k - z - 1/2) s rounded to fp16
+ * (saturated to the finite range) or the next fp16 above x0, so one code
+ * decides: tools/numerics/check-thresholds.c checks every positive finite
+ * fp16 s with every fp16 integer z at bits 2 against the least x found by
+ * a pass over every fp16 value. k - 1/2 - z is exact (an integer z, |z|
+ * <= 65504). s, r and z as for mf_quant_code. */
+MF_HD uint16_t mf_code_threshold(uint32_t k, float s, float r, float z, uint32_t bits) {
+    int32_t key = mf_h_key(mf_f2h_nn(MF_MUL(MF_SUB(MF_SUB((float)k, 0.5f), z), s)));
+    if (key > 0x7bff)
+        key = 0x7bff;
+    if (key < -0x7bff)
+        key = -0x7bff;
+    if (mf_quant_code(mf_h2f_nn(mf_key_h(key)), s, r, z, bits) < k)
+        key++; /* 0x7c00 past 65504: +inf */
+    return mf_key_h(key);
+}
+
 /* ---- softmax state merge ------------------------------------------- */
 /* Rescale factors for merging two partial softmax states with maxima ma
  * (left) and mb (right): m = max(ma, mb), a = exp(ma - m), b = exp(mb - m).

@@ -17,6 +17,9 @@ echo "== tests"
 echo "== mf_div_h against IEEE division, every fp16 pair"
 ./build/tools/mustafar-check-div
 
+echo "== 2-bit code thresholds against the codes, every fp16 scale and zero"
+./build/tools/mustafar-check-thresholds
+
 echo "== differential harness, CPU-only part (GPU rows: skipped: no GPU)"
 ./build/tools/mustafar-diff --cases 300 --seed 1 --jobs "$JOBS"
 

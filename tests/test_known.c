@@ -250,6 +250,29 @@ Test(known, div_h_equals_division_for_fp16_operands) {
     check_div_h(0x7bff);
 }
 
+/* mf_code_threshold, the encoder's 2-bit codes by comparison: for sampled
+ * scales and zeros (every (s, z): tools/numerics/check-thresholds.c, run
+ * by scripts/test.sh), every finite x has the code that counts the
+ * thresholds at or below it. */
+Test(known, code_thresholds_count_codes) {
+    static const float zs[] = {0.0f, 1.0f, -3.0f, 2.0f, 5.0f, -2048.0f, 4096.0f, 65504.0f, -65504.0f};
+    uint32_t sh, i, h, k;
+    for (sh = 1; sh < 0x7c00; sh += sh < 0x400 ? 61 : 661)
+        for (i = 0; i < sizeof zs / sizeof zs[0]; i++) {
+            const float s = mf_h2f((uint16_t)sh), r = MF_DIV(1.0f, s);
+            float t[3];
+            for (k = 0; k < 3; k++) /* +inf past 65504 */
+                t[k] = mf_h2f(mf_code_threshold(k + 1, s, r, zs[i], 2));
+            for (h = 0; h < 0x10000; h++) {
+                const float x = mf_h2f((uint16_t)h);
+                if (mf_h_finite((uint16_t)h))
+                    cr_assert_eq((uint32_t)(x >= t[0]) + (x >= t[1]) + (x >= t[2]),
+                                 mf_quant_code(x, s, r, zs[i], 2), "x 0x%04x, s 0x%04x, z %g", h, sh,
+                                 (double)zs[i]);
+            }
+        }
+}
+
 /* SPEC.md's code for kept value x, as written there (IEEE quotient). */
 static uint32_t spec_code(float x, float s, float z, uint32_t bits) {
     float q = MF_ADD(floorf(MF_ADD(MF_DIV(x, s), 0.5f)), z), hi = (float)((1u << bits) - 1u);
