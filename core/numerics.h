@@ -310,10 +310,11 @@ MF_HD uint32_t mf_quant_code(float x, float s, float r, float z, uint32_t bits) 
  * grows, code(x) = #{k : x >= T_k} for every finite x, so a 2-bit code is
  * three fp16 comparisons. T_k is x0 = (k - z - 1/2) s rounded to fp16
  * (saturated to the finite range) or the next fp16 above x0, so one code
- * decides: tools/numerics/check-thresholds.c checks every positive finite
- * fp16 s with every fp16 integer z at bits 2 against the least x found by
- * a pass over every fp16 value. k - 1/2 - z is exact (an integer z, |z|
- * <= 65504). s, r and z as for mf_quant_code. */
+ * decides: tools/numerics/check-thresholds.c checks, for every positive
+ * finite fp16 s and every integer fp16 z at bits 2, that the code never
+ * falls as x grows and reaches k at T_k but not one fp16 below it.
+ * k - 1/2 - z is exact (an integer z, |z| <= 65504). s, r and z as for
+ * mf_quant_code. */
 MF_HD uint16_t mf_code_threshold(uint32_t k, float s, float r, float z, uint32_t bits) {
     int32_t key = mf_h_key(mf_f2h_nn(MF_MUL(MF_SUB(MF_SUB((float)k, 0.5f), z), s)));
     if (key > 0x7bff)

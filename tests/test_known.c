@@ -250,7 +250,7 @@ Test(known, div_h_equals_division_for_fp16_operands) {
     check_div_h(0x7bff);
 }
 
-/* mf_code_threshold, the encoder's 2-bit codes by comparison: for sampled
+/* mf_code_threshold, 2-bit codes by comparison: for sampled
  * scales and zeros (every (s, z): tools/numerics/check-thresholds.c, run
  * by scripts/test.sh), every finite x has the code that counts the
  * thresholds at or below it. */
