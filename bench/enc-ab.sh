@@ -10,30 +10,16 @@
 # Nsight Compute times and counts.
 set -u
 OUT=${OUT:-out}
+CASES=${CASES:-150}
+SEED=${SEED:-211}
 mkdir -p "$OUT"
 LOG=$OUT/run.log
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$PWD/.devbin/lib"
 nvidia-smi -L | tee "$LOG"
-BUILDS=""
-for b in $(ls .devbin | grep -v '^lib$'); do
-    if echo " ${NOCHECK:-} " | grep -q " $b "; then
-        BUILDS="$BUILDS $b"
-        echo "== check $b: skipped (NOCHECK)" | tee -a "$LOG"
-        continue
-    fi
-    if .devbin/$b/mustafar-diff --cases "${CASES:-150}" --seed "${SEED:-211}" --jobs 8 >"$OUT/d.tmp" 2>&1; then
-        BUILDS="$BUILDS $b"
-        echo "== check $b ($(cat .devbin/$b/flags)): passed" | tee -a "$LOG"
-    else
-        echo "== check $b ($(cat .devbin/$b/flags)): FAILED, not timed" | tee -a "$LOG"
-    fi
-    tail -4 "$OUT/d.tmp" >>"$LOG"
-done
-rm -f "$OUT/d.tmp"
+. bench/checks.sh
+check_builds
 for b in ${MEMCHECK:-}; do
-    echo "== memcheck $b" >>"$LOG"
-    timeout 120 compute-sanitizer --tool memcheck --print-limit 5 .devbin/$b/mustafar-diff \
-        --cases 4 --seed 5 --max-tokens 2000 2>&1 | tail -3 | tee -a "$LOG" | tail -1
+    memcheck "$b"
 done
 for b in ${NCU_BUILDS:-}; do # the first K encode of batch 32, T 4K, s 0.5, 2 bits
     echo "== ncu $b" >>"$LOG"

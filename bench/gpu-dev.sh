@@ -31,23 +31,9 @@ export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$PWD/.devbin/lib"
 # the binaries, built here if none were carried (or they do not run here)
 .devbin/new/mustafar-diff --help 2>&1 | grep -q usage || bench/devbin.sh >>"$LOG" 2>&1 ||
     { tail -20 "$LOG"; exit 1; }
-BUILDS=""
-for b in $(ls .devbin | grep -v '^lib$'); do
-    echo "== check $b ($(cat .devbin/$b/flags))" | tee -a "$LOG"
-    if .devbin/$b/mustafar-diff --cases "$CASES" --seed "$SEED" --jobs 8 \
-        ${MAX_TOKENS:+--max-tokens $MAX_TOKENS} >"$OUT/diff.tmp" 2>&1; then
-        BUILDS="$BUILDS $b"
-    else
-        echo "== $b FAILED the check: not timed" | tee -a "$LOG"
-    fi
-    cat "$OUT/diff.tmp" >>"$LOG"
-    grep -m 12 -A 3 "VIOLATION\|ERROR" "$OUT/diff.tmp"
-    tail -3 "$OUT/diff.tmp"
-done
-rm -f "$OUT/diff.tmp"
-echo "== memcheck" >>"$LOG"
-timeout 90 compute-sanitizer --tool memcheck --print-limit 5 .devbin/new/mustafar-diff \
-    --cases 4 --seed 5 --max-tokens 2000 2>&1 | tail -20 | tee -a "$LOG" | tail -1
+. bench/checks.sh
+check_builds
+memcheck new
 SWEEP_ARGS=${SWEEP_ARGS:---batch 1 8 --tokens 4096 32768}
 for round in 1 2; do # alternating builds, twice
     for b in $BUILDS; do
