@@ -249,6 +249,15 @@ __device__ constexpr uint32_t bias_sum() {
     return sum;
 }
 
+/* 2 bits: the sum of the first p registers' 1024 + code halves (0x6400 +
+ * code each), register r's shifted by 2r (the payload's PAIRS codes). */
+__device__ constexpr uint32_t pair_bias(uint32_t p) {
+    uint32_t sum = 0;
+    for (uint32_t r = 0; r < p; r++)
+        sum += 0x64006400u << (2 * r);
+    return sum;
+}
+
 /* Codes per chunk: a tile's nonzeros are packed 16 at a time, by one
  * thread each, so the threads share the unit's nonzeros evenly whatever
  * the tiles' sizes; 16 codes are one word (2 bits), two (4 bits) or eight
@@ -324,6 +333,7 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
     __shared__ uint16_t chunk_tile[D * MF_TILE / CHUNK]; /* tile << 2 | chunk in tile */
     __shared__ int32_t kmin[D], kmax[D];         /* min and max keys of each tile */
     __shared__ float sf[D], rf[D], zbf[D];       /* each tile's s, 1 / s, z + 2^23 */
+    __shared__ uint4 thr[BITS == 2 ? D : 1];     /* 2 bits: each tile's code thresholds, in pairs */
     __shared__ uint32_t wsum[D / 32], wtally[D / 32];
     __shared__ unsigned long long s_start;
     __shared__ int s_bad;
@@ -597,7 +607,12 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
 
     /* Each thread gathers the nonzeros of at most two chunks into
      * registers, with their min and max keys for the tile's parameters;
-     * a warp fills the slots up to its longest chunk, in steps of 4. */
+     * a warp fills the slots up to its longest chunk, in steps of 4.
+     * Register i holds slots 2i, 2i + 1, but at 2 bits slots i and i + 8
+     * (PAIRS): their codes lie 16 bits apart in the chunk's word, as a
+     * register's halves do; slot 0 fills every register until its own
+     * slots come, so that every half holds a kept value of the tile. */
+    constexpr bool PAIRS = BITS == 2;
     uint32_t val[2][CHUNK / 2], centry[2], ncodes[2];
 #pragma unroll
     for (h = 0; h < 2; h++) {
@@ -649,10 +664,29 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 }
                 if (!BITS)
                     x = i < n ? x : 0u;
-                val[h][i / 2] |= x << (16 * (i % 2));
-                if (BITS && i % 2) {
+                if (PAIRS) {
+                    if (i < CHUNK / 2)
+                        val[h][i] = x * 0x10001u;
+                    else
+                        val[h][i % 8] = __byte_perm(val[h][i % 8], x, 0x5410);
+                    if (i == 0)
+#pragma unroll
+                        for (uint32_t r = 1; r < CHUNK / 2; r++)
+                            val[h][r] = val[h][0];
+                } else {
+                    val[h][i / 2] |= x << (16 * (i % 2));
+                }
+                if (BITS && !PAIRS && i % 2) {
                     lo2 = i == 1 ? as_h2(val[h][0]) : __hmin2(lo2, as_h2(val[h][i / 2]));
                     hi2 = i == 1 ? as_h2(val[h][0]) : __hmax2(hi2, as_h2(val[h][i / 2]));
+                }
+            }
+            if (PAIRS) {
+                lo2 = hi2 = as_h2(val[h][0]);
+#pragma unroll
+                for (i = 1; i < CHUNK / 2; i++) {
+                    lo2 = __hmin2(lo2, as_h2(val[h][i]));
+                    hi2 = __hmax2(hi2, as_h2(val[h][i]));
                 }
             }
             if (BITS) {
@@ -673,10 +707,16 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
         mf_quant_params(mf_h2f_nn(mf_key_h(klo)), mf_h2f_nn(mf_key_h(khi)), BITS, &sh, &zh);
         scales[t0 + tid] = sh;
         zeros[t0 + tid] = zh;
-        const float s = mf_h2f_nn(sh);
-        sf[tid] = s;
-        rf[tid] = MF_DIV(1.0f, s);
-        zbf[tid] = MF_ADD(mf_h2f_nn(zh), MF_CODE_BIAS);
+        const float s = mf_h2f_nn(sh), r = MF_DIV(1.0f, s), z = mf_h2f_nn(zh);
+        if (PAIRS) {
+            thr[tid] = make_uint4(mf_code_threshold(1, s, r, z, 2) * 0x10001u,
+                                  mf_code_threshold(2, s, r, z, 2) * 0x10001u,
+                                  mf_code_threshold(3, s, r, z, 2) * 0x10001u, 0u);
+        } else {
+            sf[tid] = s;
+            rf[tid] = r;
+            zbf[tid] = MF_ADD(z, MF_CODE_BIAS);
+        }
     }
     if (warp == NT / 32 - 1) {
         start = lookback(flags, u, &j0.ctl->stuck);
@@ -716,6 +756,27 @@ __global__ static void __launch_bounds__(2 * D, 1536 / (2 * D))
                 for (i = 0; i < CHUNK / 2; i++)
                     if (i < (n + 7) / 8 * 4)
                         w[CHUNK / 2 * k + i] = val[h][i];
+            } else if (PAIRS) {
+                /* A pair's codes count the thresholds at or below each
+                 * half (mf_code_threshold), added to 1024 in fp16, so
+                 * each half is 0x6400 + code; register i's go in at bits
+                 * 2i and 2i + 16, and the 0x6400s come off at once. The
+                 * warp's stop: 4 registers where no chunk has over 4
+                 * slots. */
+                const uint4 t = thr[j];
+                const __half2 base = as_h2(0x64006400u);
+                uint32_t out = 0;
+#pragma unroll
+                for (i = 0; i < CHUNK / 2; i++) {
+                    if (i == 4 && slots <= 4)
+                        break;
+                    const __half2 v = as_h2(val[h][i]);
+                    const __half2 c = __hadd2(__hadd2(__hadd2(__hge2(v, as_h2(t.x)), base), __hge2(v, as_h2(t.y))),
+                                              __hge2(v, as_h2(t.z)));
+                    out += *(const uint32_t *)&c << (2 * i);
+                }
+                out -= slots <= 4 ? pair_bias(4) : pair_bias(8);
+                w[k] = n == CHUNK ? out : out & ((1u << (2 * n)) - 1u);
             } else {
                 /* Every slot up to the warp's stop gets a code (slots
                  * past n hold a kept value) and adds 2^23 + code shifted
