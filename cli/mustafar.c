@@ -297,10 +297,9 @@ static int load_cache(const char *path, mf_ctensor *k, mf_ctensor *v) {
     return st == MF_OK ? 0 : fail_st(path, st, &diag);
 }
 
-static int save_f16(const char *path, const uint16_t *data, const mf_desc *d) {
+/* A decoded tensor as a (rows, tokens, dim) fp16 array. */
+static mf_array f16_array(uint16_t *data, const mf_desc *d) {
     mf_array a;
-    mf_diag diag = {{0}};
-    mf_status st;
     memset(&a, 0, sizeof a);
     a.dtype = MF_F16;
     a.ndim = 3;
@@ -308,9 +307,8 @@ static int save_f16(const char *path, const uint16_t *data, const mf_desc *d) {
     a.shape[1] = d->tokens;
     a.shape[2] = d->dim;
     a.count = (uint64_t)d->rows * d->tokens * d->dim;
-    a.data = (void *)data;
-    st = mf_npy_save(path, &a, &diag);
-    return st == MF_OK ? 0 : fail_st("write", st, &diag); /* diag names the path */
+    a.data = data;
+    return a;
 }
 
 static int cmd_decode(int argc, char **argv) {
@@ -336,21 +334,15 @@ static int cmd_decode(int argc, char **argv) {
              (st = mf_decode(MF_BACKEND_CPU, &v, vd, &diag)) != MF_OK)
         rc = fail_st(o.pos[0], st, &diag);
     else {
-        /* Both files or neither: K goes to a side name until V is written. */
-        size_t len = strlen(o.pos[1]);
-        char *side = (char *)malloc(len + 9);
-        if (!side) {
-            rc = fail("%s: out of memory%s", o.pos[0], "");
-        } else {
-            memcpy(side, o.pos[1], len);
-            memcpy(side + len, ".partial", 9);
-            if (!(rc = save_f16(side, kd, &k.desc)) && !(rc = save_f16(o.pos[2], vd, &v.desc)) &&
-                rename(side, o.pos[1]) != 0)
-                rc = fail("%s: cannot rename into place%s", o.pos[1], "");
-            if (rc)
-                remove(side);
-            free(side);
-        }
+        /* Both files or neither (mf_npy_save_all). */
+        const char *paths[2];
+        mf_array arrays[2];
+        paths[0] = o.pos[1];
+        paths[1] = o.pos[2];
+        arrays[0] = f16_array(kd, &k.desc);
+        arrays[1] = f16_array(vd, &v.desc);
+        if ((st = mf_npy_save_all(2, paths, arrays, &diag)) != MF_OK)
+            rc = fail_st("write", st, &diag); /* diag names the path */
     }
     free(kd);
     free(vd);

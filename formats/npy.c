@@ -141,13 +141,13 @@ mf_status mf_npy_load(const char *path, mf_array *a, mf_diag *diag) {
     return st;
 }
 
-mf_status mf_npy_save(const char *path, const mf_array *a, mf_diag *diag) {
+/* a as .npy bytes in a malloc'd buffer. */
+static mf_status npy_encode(const mf_array *a, uint8_t **out, uint64_t *len, mf_diag *diag) {
     char h[256];
     int n;
     uint32_t i, hlen;
     uint64_t esz, bytes, total, k;
     uint8_t *buf;
-    mf_status st;
     if (!a || !a->data)
         return mf__fail(diag, MF_ERR_NULL, "array or its data is NULL");
     if (a->ndim < 1 || a->ndim > 4 || (a->dtype != MF_F16 && a->dtype != MF_F32))
@@ -185,8 +185,35 @@ mf_status mf_npy_save(const char *path, const mf_array *a, mf_diag *diag) {
             mf__st32(p, ((const uint32_t *)a->data)[k]);
         }
     }
-    st = mf__write_file(path, buf, total, diag);
-    free(buf);
+    *out = buf;
+    *len = total;
+    return MF_OK;
+}
+
+mf_status mf_npy_save(const char *path, const mf_array *a, mf_diag *diag) {
+    return mf_npy_save_all(1, &path, a, diag);
+}
+
+mf_status mf_npy_save_all(uint32_t n, const char *const *paths, const mf_array *arrays,
+                          mf_diag *diag) {
+    uint8_t **bufs;
+    uint64_t *lens;
+    uint32_t i;
+    mf_status st = MF_OK;
+    if (!paths || (n && !arrays))
+        return mf__fail(diag, MF_ERR_NULL, "paths or arrays are NULL");
+    bufs = (uint8_t **)calloc(n ? n : 1, sizeof *bufs);
+    lens = (uint64_t *)calloc(n ? n : 1, sizeof *lens);
+    if (!bufs || !lens)
+        st = mf__fail(diag, MF_ERR_NOMEM, "out of memory");
+    for (i = 0; i < n && st == MF_OK; i++)
+        st = npy_encode(&arrays[i], &bufs[i], &lens[i], diag);
+    if (st == MF_OK)
+        st = mf__write_files(n, paths, (const uint8_t *const *)bufs, lens, diag);
+    for (i = 0; bufs && i < n; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(lens);
     return st;
 }
 

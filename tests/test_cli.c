@@ -172,6 +172,87 @@ Test(cli, decode_writes_both_outputs_or_neither) {
     one_line_error("nodir/c.mfkv");
 }
 
+static mode_t mode_of(const char *name) {
+    char path[256];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    cr_assert_eq(lstat(path, &sb), 0, "%s", name);
+    return sb.st_mode;
+}
+
+static void put(const char *name, const char *text) {
+    char path[256];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    cr_assert_not_null(f = fopen(path, "w"));
+    fputs(text, f);
+    fclose(f);
+}
+
+static int holds(const char *name, const char *text) {
+    char path[256], got[64] = {0};
+    FILE *f;
+    size_t n;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (!(f = fopen(path, "r")))
+        return 0;
+    n = fread(got, 1, sizeof got - 1, f);
+    fclose(f);
+    return n == strlen(text) && !memcmp(got, text, n);
+}
+
+Test(cli, decode_refuses_one_file_for_k_and_v) {
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
+    cr_assert_eq(cli("decode c.mfkv same.npy same.npy"), 1);
+    one_line_error("name the same file");
+    cr_assert(!exists("same.npy"));
+    put("kd.npy", "old");
+    cr_assert_eq(cli("decode c.mfkv kd.npy ./kd.npy"), 1);
+    one_line_error("name the same file");
+    cr_assert(holds("kd.npy", "old"));
+}
+
+/* A failed decode leaves every existing file as it was, a name beside
+ * the outputs included. */
+Test(cli, decode_failure_touches_no_existing_file) {
+    char path[256];
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
+    snprintf(path, sizeof path, "%s/kdir", dir);
+    cr_assert_eq(mkdir(path, 0755), 0);
+    put("vd.npy", "old");
+    cr_assert_eq(cli("decode c.mfkv kdir vd.npy"), 1);
+    one_line_error("kdir: is a directory");
+    cr_assert(holds("vd.npy", "old"));
+    put("kd.npy.partial", "mine");
+    cr_assert_eq(cli("decode c.mfkv kd.npy vd.npy"), 0, "%s", out);
+    cr_assert(holds("kd.npy.partial", "mine"));
+}
+
+/* New files follow the umask, replaced ones keep their mode, a symbolic
+ * link stays a link (its file is written) and a device is written in
+ * place, not replaced. */
+Test(cli, outputs_keep_modes_links_and_devices) {
+    char path[256];
+    struct stat sb;
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
+    umask(077);
+    cr_assert_eq(cli("attend c.mfkv q.npy -o p.npy"), 0, "%s", out);
+    cr_assert_eq(mode_of("p.npy") & 0777, 0600);
+    umask(022);
+    put("kd.npy", "old");
+    snprintf(path, sizeof path, "%s/kd.npy", dir);
+    cr_assert_eq(chmod(path, 0640), 0);
+    snprintf(path, sizeof path, "%s/vd-link.npy", dir);
+    cr_assert_eq(symlink("vd.npy", path), 0);
+    put("vd.npy", "old");
+    cr_assert_eq(cli("decode c.mfkv kd.npy vd-link.npy"), 0, "%s", out);
+    cr_assert_eq(mode_of("kd.npy") & 0777, 0640);
+    cr_assert(S_ISLNK(mode_of("vd-link.npy")));
+    cr_assert(!holds("vd.npy", "old") && !holds("kd.npy", "old"));
+    cr_assert_eq(cli("attend c.mfkv q.npy -o /dev/null"), 0, "%s", out);
+    cr_assert(stat("/dev/null", &sb) == 0 && S_ISCHR(sb.st_mode));
+}
+
 Test(cli, cuda_absent_is_a_clear_error) {
     if (mf_backend_available(MF_BACKEND_CUDA))
         cr_skip_test("a CUDA device is present");

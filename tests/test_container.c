@@ -213,6 +213,44 @@ Test(npy, round_trip_f16_and_f32) {
     unlink(path);
 }
 
+/* All or none: a second path that cannot be written (here the first
+ * again, under another name) leaves the first file as it was. */
+Test(npy, save_all_is_all_or_none) {
+    char dirpath[] = "/tmp/mf-npy-XXXXXX", p0[64], p1[64];
+    const char *paths[2];
+    mf_array a[2], b;
+    uint16_t d0[2] = {0x3c00, 0x4000}, d1[2] = {0x4200, 0x4400};
+    mf_diag diag = {{0}};
+    int i;
+    cr_assert_not_null(mkdtemp(dirpath));
+    snprintf(p0, sizeof p0, "%s/k.npy", dirpath);
+    snprintf(p1, sizeof p1, "%s/../%s/k.npy", dirpath, strrchr(dirpath, '/') + 1);
+    memset(a, 0, sizeof a);
+    for (i = 0; i < 2; i++) {
+        a[i].dtype = MF_F16;
+        a[i].ndim = 1;
+        a[i].shape[0] = a[i].count = 2;
+    }
+    a[0].data = d0;
+    a[1].data = d1;
+    cr_assert_eq(mf_npy_save(p0, &a[0], NULL), MF_OK);
+    paths[0] = p0;
+    paths[1] = p1;
+    cr_assert_eq(mf_npy_save_all(2, paths, a, &diag), MF_ERR_ARG);
+    cr_assert(strstr(diag.msg, "same file"), "%s", diag.msg);
+    cr_assert_eq(mf_npy_load(p0, &b, NULL), MF_OK);
+    cr_assert_eq(memcmp(b.data, d0, 4), 0);
+    mf_array_free(&b);
+    snprintf(p1, sizeof p1, "%s/v.npy", dirpath);
+    cr_assert_eq(mf_npy_save_all(2, paths, a, NULL), MF_OK);
+    cr_assert_eq(mf_npy_load(p1, &b, NULL), MF_OK);
+    cr_assert_eq(memcmp(b.data, d1, 4), 0);
+    mf_array_free(&b);
+    cr_assert_eq(unlink(p0), 0);
+    cr_assert_eq(unlink(p1), 0);
+    cr_assert_eq(rmdir(dirpath), 0);
+}
+
 static mf_status parse(const char *header, size_t data_bytes, mf_diag *diag) {
     uint8_t raw[512];
     size_t hl = strlen(header);
