@@ -4,6 +4,7 @@
  * and exits 1 (2 for usage errors). Output files are written through a
  * temporary name, so a failure never leaves a partial or clobbered file. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,26 +34,34 @@ static const char *usage_text =
     "\n"
     "X: cpu (default) or cuda. Threads: OMP_NUM_THREADS.\n";
 
-static const char *cmd = "mustafar";
+/* The command being run, for messages; NULL before one is known. */
+static const char *cmd = NULL;
 
-static int fail(const char *fmt, const char *a, const char *b) {
-    fprintf(stderr, "mustafar: %s: ", cmd);
-    fprintf(stderr, fmt, a, b);
-    fputc('\n', stderr);
-    return 1;
+/* Prints "mustafar: <command>: <message>" and returns code: 1 for a
+ * failure (fail), 2 for a usage error (usage_error, which adds a hint). */
+static int complain(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int complain(int code, const char *fmt, ...) {
+    va_list ap;
+    fputs("mustafar: ", stderr);
+    if (cmd)
+        fprintf(stderr, "%s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs(code == 2 ? " (see mustafar --help)\n" : "\n", stderr);
+    return code;
 }
+#define fail(...) complain(1, __VA_ARGS__)
+#define usage_error(...) complain(2, __VA_ARGS__)
 
+/* what (usually a path) is left out where the library's message already
+ * starts with it, so that each message names it once. */
 static int fail_st(const char *what, mf_status st, const mf_diag *diag) {
-    fprintf(stderr, "mustafar: %s: %s: %s\n", cmd, what,
-            diag && diag->msg[0] ? diag->msg : mf_strerror(st));
-    return 1;
-}
-
-static int usage_error(const char *msg, const char *arg) {
-    fprintf(stderr, "mustafar: %s: ", cmd);
-    fprintf(stderr, msg, arg);
-    fprintf(stderr, " (see mustafar --help)\n");
-    return 2;
+    const char *msg = diag && diag->msg[0] ? diag->msg : mf_strerror(st);
+    size_t n = strlen(what);
+    if (strncmp(msg, what, n) == 0 && msg[n] == ':')
+        return fail("%s", msg);
+    return fail("%s: %s", what, msg);
 }
 
 typedef struct opts {
@@ -253,7 +262,7 @@ static int cmd_encode(int argc, char **argv) {
     if ((rc = parse_opts(argc, argv, 2, &o)))
         return rc;
     if (o.npos != 2 || !o.out)
-        return usage_error("needs K.npy V.npy -o CACHE.mfkv%s", "");
+        return usage_error("needs K.npy V.npy -o CACHE.mfkv");
     if ((rc = load_f16(o.pos[0], &ka)))
         return rc;
     if ((rc = load_f16(o.pos[1], &va))) {
@@ -262,12 +271,12 @@ static int cmd_encode(int argc, char **argv) {
     }
     rc = 0;
     if (ka.ndim != 3)
-        rc = fail("%s: expected 3 dims [batch*kv_heads, T, D]%s", o.pos[0], "");
+        rc = fail("%s: expected 3 dims [batch*kv_heads, T, D]", o.pos[0]);
     else if (va.ndim != 3 || va.shape[0] != ka.shape[0] || va.shape[1] != ka.shape[1] ||
              va.shape[2] != ka.shape[2])
         rc = fail("%s: shape differs from %s", o.pos[1], o.pos[0]);
     else if (ka.shape[0] > UINT32_MAX || ka.shape[1] > UINT32_MAX || ka.shape[2] > UINT32_MAX)
-        rc = fail("%s: dims too large%s", o.pos[0], "");
+        rc = fail("%s: dims too large", o.pos[0]);
     for (i = 0; !rc && i < 2; i++) {
         mf_ctensor *c = i ? &v : &k;
         st = compress(o.backend, (const uint16_t *)(i ? va.data : ka.data), i ? MF_VALUE : MF_KEY,
@@ -324,14 +333,14 @@ static int cmd_decode(int argc, char **argv) {
     if ((rc = parse_opts(argc, argv, 3, &o)))
         return rc;
     if (o.npos != 3)
-        return usage_error("needs CACHE.mfkv K.npy V.npy%s", "");
+        return usage_error("needs CACHE.mfkv K.npy V.npy");
     if ((rc = load_cache(o.pos[0], &k, &v)))
         return rc;
     n = (size_t)k.desc.rows * k.desc.tokens * k.desc.dim;
     kd = (uint16_t *)malloc(n * 2);
     vd = (uint16_t *)malloc(n * 2);
     if (!kd || !vd)
-        rc = fail("%s: out of memory%s", o.pos[0], "");
+        rc = fail("%s: out of memory", o.pos[0]);
     else if ((st = mf_decode(MF_BACKEND_CPU, &k, kd, &diag)) != MF_OK ||
              (st = mf_decode(MF_BACKEND_CPU, &v, vd, &diag)) != MF_OK)
         rc = fail_st(o.pos[0], st, &diag);
@@ -389,7 +398,7 @@ static int cmd_inspect(int argc, char **argv) {
     if ((rc = parse_opts(argc, argv, 1, &o)))
         return rc;
     if (o.npos != 1)
-        return usage_error("needs CACHE.mfkv%s", "");
+        return usage_error("needs CACHE.mfkv");
     if ((rc = load_cache(o.pos[0], &k, &v)))
         return rc;
     d = &k.desc;
@@ -425,7 +434,7 @@ static int cmd_attend(int argc, char **argv) {
     if ((rc = parse_opts(argc, argv, 2, &o)))
         return rc;
     if (o.npos != 2 || !o.out)
-        return usage_error("needs CACHE.mfkv Q.npy -o OUT.npy%s", "");
+        return usage_error("needs CACHE.mfkv Q.npy -o OUT.npy");
     if ((rc = load_cache(o.pos[0], &k, &v)))
         return rc;
     if ((rc = load_f16(o.pos[1], &qa))) {
@@ -437,8 +446,8 @@ static int cmd_attend(int argc, char **argv) {
     if (qa.ndim != 2 || qa.shape[1] != k.desc.dim || qa.shape[0] % k.desc.rows ||
         qa.shape[0] == 0)
         rc = fail("%s: expected shape [batch*q_heads, D] with batch*q_heads a multiple of the "
-                  "cache's batch*kv_heads and D equal to its dim%s",
-                  o.pos[1], "");
+                  "cache's batch*kv_heads and D equal to its dim",
+                  o.pos[1]);
     group = rc ? 0 : (uint32_t)(qa.shape[0] / k.desc.rows);
     if (!rc) {
         out.dtype = MF_F32;
@@ -447,7 +456,7 @@ static int cmd_attend(int argc, char **argv) {
         out.shape[1] = qa.shape[1];
         out.count = qa.count;
         if (!(out.data = malloc(out.count * sizeof(float))))
-            rc = fail("%s: out of memory%s", o.pos[0], "");
+            rc = fail("%s: out of memory", o.pos[0]);
     }
     if (!rc && (st = attend_on(o.backend, &k, &v, (const uint16_t *)qa.data, group,
                                (float *)out.data, &secs)) != MF_OK)
@@ -526,7 +535,7 @@ static int cmd_demo(int argc, char **argv) {
     got = (float *)malloc((size_t)rows * group * dim * 4);
     viadec = (float *)malloc((size_t)rows * group * dim * 4);
     if (!kd || !vd || !dec || !q || !ref || !got || !viadec) {
-        rc = fail("out of memory%s%s", "", "");
+        rc = fail("out of memory");
         goto done;
     }
     fprintf(stderr, "synthesizing %zu MB of fp16 K and V...\n", (2 * n * 2) >> 20);
@@ -570,7 +579,7 @@ static int cmd_demo(int argc, char **argv) {
     printf("encode: %.1f ms (%.2f GB/s of fp16 input)\n", tenc * 1e3, 4.0 * n / tenc / 1e9);
     printf("attend: compressed %.3f ms, dense fp16 %.3f ms (best of 20)\n", tc * 1e3, td * 1e3);
     if (!same)
-        rc = fail("compressed attention differs from attention on the decoded cache%s%s", "", "");
+        rc = fail("compressed attention differs from attention on the decoded cache");
     if (o.backend == MF_BACKEND_CUDA) { /* the device against the oracle */
         double tg = 0.0;
         if ((st = attend_on(o.backend, &k, &v, q, group, viadec, &tg)) != MF_OK) {
@@ -602,11 +611,11 @@ int main(int argc, char **argv) {
         fputs(usage_text, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    cmd = argv[1];
-    if (strcmp(cmd, "--version") == 0) {
+    if (strcmp(argv[1], "--version") == 0) {
         printf("mustafar %d.%d.%d\n", MF_VERSION_MAJOR, MF_VERSION_MINOR, MF_VERSION_PATCH);
         return 0;
     }
+    cmd = argv[1];
     if (strcmp(cmd, "encode") == 0)
         return cmd_encode(argc, argv);
     if (strcmp(cmd, "decode") == 0)
@@ -617,6 +626,6 @@ int main(int argc, char **argv) {
         return cmd_attend(argc, argv);
     if (strcmp(cmd, "demo") == 0)
         return cmd_demo(argc, argv);
-    cmd = "mustafar";
+    cmd = NULL;
     return usage_error("unknown command %s", argv[1]);
 }

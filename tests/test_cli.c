@@ -85,6 +85,7 @@ Test(cli, usage) {
     cr_assert(strstr(out, "encode K.npy V.npy"));
     cr_assert_eq(cli("frobnicate"), 2);
     one_line_error("unknown command frobnicate");
+    cr_assert(strncmp(out, "mustafar: mustafar", 18), "program named twice: %s", out);
 }
 
 Test(cli, encode_inspect_decode_attend) {
@@ -126,6 +127,10 @@ Test(cli, missing_and_mismatched_inputs) {
     const uint64_t bad[3] = {4, 150, 96}, q3[3] = {16, 1, 64};
     cr_assert_eq(cli("encode nothere.npy v.npy -o c.mfkv"), 1);
     one_line_error("nothere.npy");
+    cr_assert(strstr(out, "nothere.npy: nothere.npy") == NULL, "path doubled: %s", out);
+    cr_assert_eq(cli("inspect nothere.mfkv"), 1);
+    one_line_error("nothere.mfkv");
+    cr_assert(strstr(out, "nothere.mfkv: nothere.mfkv") == NULL, "path doubled: %s", out);
     write_npy("b.npy", 3, bad, 4);
     cr_assert_eq(cli("encode k.npy b.npy -o c.mfkv"), 1);
     one_line_error("shape differs");
