@@ -15,25 +15,6 @@
 #include "mustafar.h"
 #include "synth.h"
 
-static const char *usage_text =
-    "usage: mustafar <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  encode K.npy V.npy -o CACHE.mfkv [--sparsity S] [--bits B] [--layout L] [--backend X]\n"
-    "        compress one layer's K and V, each [batch*kv_heads, T, D] float16/float32\n"
-    "        S: fraction pruned per token row, 0..1 (default 0.7)\n"
-    "        B: 0 (fp16 nonzeros), 2 or 4 (quantized codes; default 2)\n"
-    "        L: reference (Mustafar's layout, default) or native\n"
-    "  decode CACHE.mfkv K.npy V.npy   write the decompressed K and V as float16\n"
-    "  inspect CACHE.mfkv              dims, sparsity, bytes per element, section sizes\n"
-    "  attend CACHE.mfkv Q.npy -o OUT.npy [--backend X]\n"
-    "        decode attention of Q [batch*q_heads, D]; OUT is float32 [batch*q_heads, D]\n"
-    "  demo [--tokens T] [--sparsity S] [--bits B] [--layout L] [--backend X]\n"
-    "        synthesize a Llama-3-8B-shaped layer (8 KV heads, 32 query heads, D=128,\n"
-    "        T=4096 by default), compress it, report ratio, error and timings\n"
-    "\n"
-    "X: cpu (default) or cuda. Threads: OMP_NUM_THREADS.\n";
-
 /* The command being run, for messages; NULL before one is known. */
 static const char *cmd = NULL;
 
@@ -48,7 +29,9 @@ static int complain(int code, const char *fmt, ...) {
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fputs(code == 2 ? " (see mustafar --help)\n" : "\n", stderr);
+    if (code == 2)
+        fprintf(stderr, " (see mustafar %s%s--help)", cmd ? cmd : "", cmd ? " " : "");
+    fputc('\n', stderr);
     return code;
 }
 #define fail(...) complain(1, __VA_ARGS__)
@@ -66,13 +49,41 @@ static int fail_st(const char *what, mf_status st, const mf_diag *diag) {
 
 typedef struct opts {
     const char *pos[3];
-    int npos;
+    int npos, help;
     const char *out;
     double sparsity;
     uint32_t bits, tokens;
     mf_layout layout;
     mf_backend backend;
 } opts;
+
+/* The options that take a value; each command accepts a set of them. */
+enum { OPT_OUT = 1, OPT_SPARSITY = 2, OPT_BITS = 4, OPT_LAYOUT = 8, OPT_BACKEND = 16,
+       OPT_TOKENS = 32 };
+
+typedef struct option_doc {
+    unsigned bit;
+    const char *name, *value, *text;
+} option_doc;
+
+static const option_doc options[] = {
+    {OPT_OUT, "-o", "FILE", "the output file"},
+    {OPT_TOKENS, "--tokens", "T", "tokens of the synthesized layer, 1..1048576 (default 4096)"},
+    {OPT_SPARSITY, "--sparsity", "S", "fraction pruned per token row, 0..1 (default 0.7)"},
+    {OPT_BITS, "--bits", "B", "0 (fp16 nonzeros), 2 or 4 (quantized codes; default 2)"},
+    {OPT_LAYOUT, "--layout", "L", "reference (Mustafar's layout, default) or native"},
+    {OPT_BACKEND, "--backend", "X", "cpu (default) or cuda"},
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+typedef struct command {
+    const char *name;
+    const char *args;  /* positional arguments and required options */
+    const char *about; /* one or more lines */
+    int npos;          /* positional arguments, all required */
+    unsigned opts;     /* OPT_ bits accepted; OPT_OUT is required where accepted */
+    int (*run)(opts o);
+} command;
 
 static int parse_double(const char *s, double lo, double hi, double *out) {
     char *end;
@@ -83,9 +94,46 @@ static int parse_double(const char *s, double lo, double hi, double *out) {
     return 1;
 }
 
-/* Parses argv[2..]: returns 0 or an exit code. */
-static int parse_opts(int argc, char **argv, int max_pos, opts *o) {
-    int i;
+/* Sets the option of bit from val: returns 0 or an exit code. */
+static int set_option(unsigned bit, const char *val, opts *o) {
+    double d;
+    switch (bit) {
+    case OPT_OUT:
+        o->out = val;
+        return 0;
+    case OPT_SPARSITY:
+        if (!parse_double(val, 0.0, 1.0, &o->sparsity))
+            return usage_error("--sparsity %s is not a number in [0, 1]", val);
+        return 0;
+    case OPT_BITS:
+        if (strcmp(val, "0") && strcmp(val, "2") && strcmp(val, "4"))
+            return usage_error("--bits %s is not 0, 2 or 4", val);
+        o->bits = (uint32_t)atoi(val);
+        return 0;
+    case OPT_LAYOUT:
+        if (strcmp(val, "reference") == 0)
+            o->layout = MF_LAYOUT_REFERENCE;
+        else if (strcmp(val, "native") == 0)
+            o->layout = MF_LAYOUT_NATIVE;
+        else
+            return usage_error("--layout %s is not reference or native", val);
+        return 0;
+    case OPT_BACKEND:
+        if (mf_backend_parse(val, &o->backend) != MF_OK)
+            return usage_error("--backend %s is not cpu or cuda", val);
+        return 0;
+    default: /* OPT_TOKENS */
+        if (!parse_double(val, 1.0, 1048576.0, &d) || d != floor(d))
+            return usage_error("--tokens %s is not an integer in 1..1048576", val);
+        o->tokens = (uint32_t)d;
+        return 0;
+    }
+}
+
+/* Parses argv[2..] for command c: returns 0 or an exit code. After "--"
+ * every argument is positional, so file names may start with '-'. */
+static int parse_opts(int argc, char **argv, const command *c, opts *o) {
+    int i, rc, ended = 0;
     memset(o, 0, sizeof *o);
     o->sparsity = 0.7;
     o->bits = 2;
@@ -93,50 +141,33 @@ static int parse_opts(int argc, char **argv, int max_pos, opts *o) {
     o->layout = MF_LAYOUT_REFERENCE;
     o->backend = MF_BACKEND_CPU;
     for (i = 2; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        double d;
-        int takes = strcmp(a, "-o") == 0 || strcmp(a, "--sparsity") == 0 ||
-                    strcmp(a, "--bits") == 0 || strcmp(a, "--layout") == 0 ||
-                    strcmp(a, "--backend") == 0 || strcmp(a, "--tokens") == 0;
-        if (takes && !val)
-            return usage_error("option %s needs a value", a);
-        if (strcmp(a, "-o") == 0)
-            o->out = val;
-        else if (strcmp(a, "--sparsity") == 0) {
-            if (!parse_double(val, 0.0, 1.0, &o->sparsity))
-                return usage_error("--sparsity %s is not a number in [0, 1]", val);
-        } else if (strcmp(a, "--bits") == 0) {
-            if (strcmp(val, "0") && strcmp(val, "2") && strcmp(val, "4"))
-                return usage_error("--bits %s is not 0, 2 or 4", val);
-            o->bits = (uint32_t)atoi(val);
-        } else if (strcmp(a, "--layout") == 0) {
-            if (strcmp(val, "reference") == 0)
-                o->layout = MF_LAYOUT_REFERENCE;
-            else if (strcmp(val, "native") == 0)
-                o->layout = MF_LAYOUT_NATIVE;
-            else
-                return usage_error("--layout %s is not reference or native", val);
-        } else if (strcmp(a, "--backend") == 0) {
-            if (mf_backend_parse(val, &o->backend) != MF_OK)
-                return usage_error("--backend %s is not cpu or cuda", val);
-        } else if (strcmp(a, "--tokens") == 0) {
-            if (!parse_double(val, 1.0, 1048576.0, &d) || d != floor(d))
-                return usage_error("--tokens %s is not an integer in 1..1048576", val);
-            o->tokens = (uint32_t)d;
-        } else if (a[0] == '-' && a[1]) {
-            return usage_error("unknown option %s", a);
+        const char *a = argv[i];
+        size_t k;
+        if (!ended && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {
+            o->help = 1;
+            return 0;
+        }
+        if (!ended && strcmp(a, "--") == 0) {
+            ended = 1;
+        } else if (!ended && a[0] == '-' && a[1]) {
+            for (k = 0; k < NOPTIONS && strcmp(a, options[k].name); k++)
+                ;
+            if (k == NOPTIONS)
+                return usage_error("unknown option %s", a);
+            if (!(c->opts & options[k].bit))
+                return usage_error("%s does not take option %s", c->name, a);
+            if (++i == argc)
+                return usage_error("option %s needs a value", a);
+            if ((rc = set_option(options[k].bit, argv[i], o)))
+                return rc;
         } else {
-            if (o->npos == max_pos)
+            if (o->npos == c->npos)
                 return usage_error("unexpected argument %s", a);
             o->pos[o->npos++] = a;
         }
-        if (takes)
-            i++;
     }
-    if (o->backend == MF_BACKEND_CUDA && !mf_backend_available(MF_BACKEND_CUDA)) {
-        fprintf(stderr, "mustafar: %s: --backend cuda: no usable CUDA device or driver here\n", cmd);
-        return 1;
-    }
+    if (o->backend == MF_BACKEND_CUDA && !mf_backend_available(MF_BACKEND_CUDA))
+        return fail("--backend cuda: no usable CUDA device or driver here");
     return 0;
 }
 
@@ -251,18 +282,13 @@ static mf_status attend_on(mf_backend be, const mf_ctensor *k, const mf_ctensor 
     return st;
 }
 
-static int cmd_encode(int argc, char **argv) {
-    opts o;
+static int cmd_encode(opts o) {
     mf_array ka, va;
     mf_ctensor k, v;
     mf_diag diag = {{0}};
     mf_status st;
     int rc;
     uint32_t i;
-    if ((rc = parse_opts(argc, argv, 2, &o)))
-        return rc;
-    if (o.npos != 2 || !o.out)
-        return usage_error("needs K.npy V.npy -o CACHE.mfkv");
     if ((rc = load_f16(o.pos[0], &ka)))
         return rc;
     if ((rc = load_f16(o.pos[1], &va))) {
@@ -322,18 +348,13 @@ static int save_f16(const char *path, const uint16_t *data, const mf_desc *d) {
     return st == MF_OK ? 0 : fail_st("write", st, &diag); /* diag names the path */
 }
 
-static int cmd_decode(int argc, char **argv) {
-    opts o;
+static int cmd_decode(opts o) {
     mf_ctensor k, v;
     uint16_t *kd, *vd;
     mf_diag diag = {{0}};
     mf_status st;
     size_t n;
     int rc;
-    if ((rc = parse_opts(argc, argv, 3, &o)))
-        return rc;
-    if (o.npos != 3)
-        return usage_error("needs CACHE.mfkv K.npy V.npy");
     if ((rc = load_cache(o.pos[0], &k, &v)))
         return rc;
     n = (size_t)k.desc.rows * k.desc.tokens * k.desc.dim;
@@ -390,15 +411,10 @@ static void print_tensor(const char *name, const mf_ctensor *c) {
            2.0 * elems / (double)bytes);
 }
 
-static int cmd_inspect(int argc, char **argv) {
-    opts o;
+static int cmd_inspect(opts o) {
     mf_ctensor k, v;
     const mf_desc *d;
     int rc;
-    if ((rc = parse_opts(argc, argv, 1, &o)))
-        return rc;
-    if (o.npos != 1)
-        return usage_error("needs CACHE.mfkv");
     if ((rc = load_cache(o.pos[0], &k, &v)))
         return rc;
     d = &k.desc;
@@ -422,8 +438,7 @@ static int cmd_inspect(int argc, char **argv) {
     return 0;
 }
 
-static int cmd_attend(int argc, char **argv) {
-    opts o;
+static int cmd_attend(opts o) {
     mf_ctensor k, v;
     mf_array qa, out;
     mf_diag diag = {{0}};
@@ -431,10 +446,6 @@ static int cmd_attend(int argc, char **argv) {
     uint32_t group;
     double secs;
     int rc;
-    if ((rc = parse_opts(argc, argv, 2, &o)))
-        return rc;
-    if (o.npos != 2 || !o.out)
-        return usage_error("needs CACHE.mfkv Q.npy -o OUT.npy");
     if ((rc = load_cache(o.pos[0], &k, &v)))
         return rc;
     if ((rc = load_f16(o.pos[1], &qa))) {
@@ -503,9 +514,8 @@ static double time_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16
     return best;
 }
 
-static int cmd_demo(int argc, char **argv) {
+static int cmd_demo(opts o) {
     const uint32_t rows = 8, group = 4, dim = 128;
-    opts o;
     mf_ctensor k, v;
     uint16_t *kd = NULL, *vd = NULL, *q = NULL, *dec = NULL;
     float *ref = NULL, *got = NULL, *viadec = NULL;
@@ -515,9 +525,7 @@ static int cmd_demo(int argc, char **argv) {
     mf_status st;
     double t0, tenc, tc, td, rel, mx;
     uint64_t kb, vb;
-    int rc, same;
-    if ((rc = parse_opts(argc, argv, 0, &o)))
-        return rc;
+    int rc = 0, same;
     n = (size_t)rows * o.tokens * dim;
     memset(&k, 0, sizeof k);
     memset(&v, 0, sizeof v);
@@ -605,27 +613,93 @@ done:
     return rc;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+static const command commands[] = {
+    {"encode", "K.npy V.npy -o CACHE.mfkv",
+     "compress one layer's K and V, each [batch*kv_heads, T, D] float16/float32", 2,
+     OPT_OUT | OPT_SPARSITY | OPT_BITS | OPT_LAYOUT | OPT_BACKEND, cmd_encode},
+    {"decode", "CACHE.mfkv K.npy V.npy", "write the decompressed K and V as float16", 3, 0,
+     cmd_decode},
+    {"inspect", "CACHE.mfkv", "dims, sparsity, bytes per element, section sizes", 1, 0,
+     cmd_inspect},
+    {"attend", "CACHE.mfkv Q.npy -o OUT.npy",
+     "decode attention of Q [batch*q_heads, D]; OUT is float32 [batch*q_heads, D]", 2,
+     OPT_OUT | OPT_BACKEND, cmd_attend},
+    {"demo", "",
+     "synthesize a Llama-3-8B-shaped layer (8 KV heads, 32 query heads, D=128,\n"
+     "T=4096 by default), compress it, report ratio, error and timings",
+     0, OPT_TOKENS | OPT_SPARSITY | OPT_BITS | OPT_LAYOUT | OPT_BACKEND, cmd_demo},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* "name args [--opt V]...", then the about lines indented by 8. */
+static void print_command(FILE *f, const command *c) {
+    const char *p, *nl;
+    size_t k;
+    fprintf(f, "%s%s%s", c->name, c->args[0] ? " " : "", c->args);
+    for (k = 0; k < NOPTIONS; k++)
+        if ((c->opts & options[k].bit) && options[k].bit != OPT_OUT)
+            fprintf(f, " [%s %s]", options[k].name, options[k].value);
+    fputc('\n', f);
+    for (p = c->about; (nl = strchr(p, '\n')); p = nl + 1)
+        fprintf(f, "        %.*s\n", (int)(nl - p), p);
+    fprintf(f, "        %s\n", p);
+}
+
+/* The options of mask, then those every command takes. */
+static void print_options(FILE *f, unsigned mask) {
+    char name[32];
+    size_t k;
+    fputs("\noptions:\n", f);
+    for (k = 0; k < NOPTIONS; k++)
+        if (mask & options[k].bit) {
+            snprintf(name, sizeof name, "%s %s", options[k].name, options[k].value);
+            fprintf(f, "  %-13s %s\n", name, options[k].text);
+        }
+    fputs("  -h, --help    this help\n"
+          "  --            ends the options: later arguments are file names\n"
+          "\nThreads: OMP_NUM_THREADS.\n", f);
+}
+
+static int help(FILE *f, int code) {
+    size_t i;
+    fputs("usage: mustafar <command> [options]\n"
+          "       mustafar <command> --help   the command's arguments and options\n"
+          "\ncommands:\n", f);
+    for (i = 0; i < NCOMMANDS; i++) {
+        fputs("  ", f);
+        print_command(f, &commands[i]);
     }
+    print_options(f, ~0u);
+    return code;
+}
+
+int main(int argc, char **argv) {
+    const command *c = commands;
+    opts o;
+    int rc;
+    if (argc < 2)
+        return help(stderr, 2);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0)
+        return help(stdout, 0);
     if (strcmp(argv[1], "--version") == 0) {
         printf("mustafar %d.%d.%d\n", MF_VERSION_MAJOR, MF_VERSION_MINOR, MF_VERSION_PATCH);
         return 0;
     }
-    cmd = argv[1];
-    if (strcmp(cmd, "encode") == 0)
-        return cmd_encode(argc, argv);
-    if (strcmp(cmd, "decode") == 0)
-        return cmd_decode(argc, argv);
-    if (strcmp(cmd, "inspect") == 0)
-        return cmd_inspect(argc, argv);
-    if (strcmp(cmd, "attend") == 0)
-        return cmd_attend(argc, argv);
-    if (strcmp(cmd, "demo") == 0)
-        return cmd_demo(argc, argv);
-    cmd = NULL;
-    return usage_error("unknown command %s", argv[1]);
+    while (c < commands + NCOMMANDS && strcmp(c->name, argv[1]))
+        c++;
+    if (c == commands + NCOMMANDS)
+        return usage_error("unknown command %s", argv[1]);
+    cmd = c->name;
+    if ((rc = parse_opts(argc, argv, c, &o)))
+        return rc;
+    if (o.help) {
+        fputs("usage: mustafar ", stdout);
+        print_command(stdout, c);
+        print_options(stdout, c->opts);
+        return 0;
+    }
+    if (o.npos != c->npos || ((c->opts & OPT_OUT) && !o.out))
+        return usage_error("needs %s", c->args);
+    return c->run(o);
 }

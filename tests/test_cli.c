@@ -35,6 +35,13 @@ static int exists(const char *name) {
     return stat(path, &sb) == 0;
 }
 
+static int rename_in_dir(const char *from, const char *to) {
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/%s", dir, from);
+    snprintf(b, sizeof b, "%s/%s", dir, to);
+    return rename(a, b);
+}
+
 static void write_npy(const char *name, uint32_t ndim, const uint64_t *shape, uint64_t seed) {
     char path[256];
     mf_array a;
@@ -78,6 +85,12 @@ static void one_line_error(const char *needle) {
     cr_assert(strstr(out, needle), "'%s' lacks '%s'", out, needle);
 }
 
+/* args exit with code and one line of error that holds needle. */
+static void fails(int code, const char *args, const char *needle) {
+    cr_assert_eq(cli(args), code, "%s: %s", args, out);
+    one_line_error(needle);
+}
+
 Test(cli, usage) {
     cr_assert_eq(cli(""), 2);
     cr_assert(strstr(out, "usage: mustafar"));
@@ -86,6 +99,51 @@ Test(cli, usage) {
     cr_assert_eq(cli("frobnicate"), 2);
     one_line_error("unknown command frobnicate");
     cr_assert(strncmp(out, "mustafar: mustafar", 18), "program named twice: %s", out);
+}
+
+Test(cli, each_command_has_help) {
+    static const char *const cmds[] = {"encode", "decode", "inspect", "attend", "demo"};
+    char args[64], head[64];
+    size_t i;
+    for (i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        snprintf(args, sizeof args, "%s %s", cmds[i], i % 2 ? "-h" : "--help");
+        cr_assert_eq(cli(args), 0, "%s: %s", args, out);
+        cr_assert(strstr(out, "-h, --help"), "%s: %s", args, out);
+        /* the usage goes to stdout */
+        snprintf(args, sizeof args, "%s --help | head -n 1", cmds[i]);
+        snprintf(head, sizeof head, "usage: mustafar %s", cmds[i]);
+        cli(args);
+        cr_assert(strncmp(out, head, strlen(head)) == 0, "%s: %s", args, out);
+    }
+    cr_assert_eq(cli("encode --help"), 0);
+    cr_assert(strstr(out, "K.npy V.npy -o CACHE.mfkv") && strstr(out, "--sparsity S"), "%s", out);
+    cr_assert(!strstr(out, "--tokens"), "encode's help lists --tokens: %s", out);
+    cr_assert_eq(cli("decode -h"), 0);
+    cr_assert(!strstr(out, "--backend") && !strstr(out, "-o FILE"), "%s", out);
+}
+
+Test(cli, options_a_command_does_not_use_are_refused) {
+    fails(2, "encode k.npy v.npy -o c.mfkv --tokens 5", "encode does not take option --tokens");
+    cr_assert(!exists("c.mfkv"));
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0, "%s", out);
+    fails(2, "decode c.mfkv kd.npy vd.npy -o x.npy", "decode does not take option -o");
+    cr_assert(!exists("kd.npy") && !exists("x.npy"));
+    fails(2, "inspect c.mfkv --bits 4", "inspect does not take option --bits");
+    fails(2, "inspect --sparsity 0.1 c.mfkv", "--sparsity");
+    /* not the missing GPU's error: the option itself is refused */
+    fails(2, "decode --backend cuda c.mfkv kd.npy vd.npy", "decode does not take option --backend");
+    cr_assert_eq(cli("inspect c.mfkv --backend cpu"), 2);
+    fails(2, "demo -o x.npy", "demo does not take option -o");
+}
+
+Test(cli, double_dash_ends_the_options) {
+    cr_assert_eq(rename_in_dir("k.npy", "-k.npy"), 0);
+    fails(2, "encode -k.npy v.npy -o c.mfkv", "unknown option -k.npy");
+    cr_assert_eq(cli("encode -o -c.mfkv -- -k.npy v.npy"), 0, "%s", out);
+    cr_assert(exists("-c.mfkv"));
+    cr_assert_eq(cli("inspect -- -c.mfkv"), 0, "%s", out);
+    cr_assert(strstr(out, "-c.mfkv: mustafar container, valid"), "%s", out);
+    fails(2, "inspect -- -c.mfkv --help", "unexpected argument --help");
 }
 
 Test(cli, encode_inspect_decode_attend) {
@@ -110,16 +168,11 @@ Test(cli, encode_inspect_decode_attend) {
 }
 
 Test(cli, bad_arguments) {
-    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv --sparsity 1.5"), 2);
-    one_line_error("--sparsity 1.5");
-    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv --bits 3"), 2);
-    one_line_error("--bits 3");
-    cr_assert_eq(cli("encode k.npy -o c.mfkv"), 2);
-    one_line_error("needs K.npy V.npy");
-    cr_assert_eq(cli("encode k.npy v.npy -o"), 2);
-    one_line_error("-o needs a value");
-    cr_assert_eq(cli("attend c.mfkv q.npy --frob -o o.npy"), 2);
-    one_line_error("unknown option --frob");
+    fails(2, "encode k.npy v.npy -o c.mfkv --sparsity 1.5", "--sparsity 1.5");
+    fails(2, "encode k.npy v.npy -o c.mfkv --bits 3", "--bits 3");
+    fails(2, "encode k.npy -o c.mfkv", "needs K.npy V.npy");
+    fails(2, "encode k.npy v.npy -o", "-o needs a value");
+    fails(2, "attend c.mfkv q.npy --frob -o o.npy", "unknown option --frob");
     cr_assert(!exists("c.mfkv"));
 }
 
