@@ -3,11 +3,13 @@
  * Every failure prints one line "mustafar: <command>: <what>" to stderr
  * and exits 1 (2 for usage errors). Output files are written through a
  * temporary name, so a failure never leaves a partial or clobbered file. */
+#define _POSIX_C_SOURCE 200809L /* stat */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -81,6 +83,7 @@ typedef struct command {
     const char *args;  /* positional arguments and required options */
     const char *about; /* one or more lines */
     int npos;          /* positional arguments, all required */
+    int nin;           /* the first nin of them are inputs, the rest outputs */
     unsigned opts;     /* OPT_ bits accepted; OPT_OUT is required where accepted */
     int (*run)(opts o);
 } command;
@@ -613,21 +616,36 @@ done:
     return rc;
 }
 
+/* Refuses an output that is the same file as an input (same device and
+ * inode, so links and other spellings of the path count): writing it
+ * would destroy the input. Returns 0 or an exit code. */
+static int refuse_same_file(const char *out, const char *const *in, int nin) {
+    struct stat so, si;
+    int i;
+    if (stat(out, &so) != 0)
+        return 0; /* a file that does not exist yet is no input */
+    for (i = 0; i < nin; i++)
+        if (stat(in[i], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+            return fail("output %s is the same file as input %s; refusing to overwrite it", out,
+                        in[i]);
+    return 0;
+}
+
 static const command commands[] = {
     {"encode", "K.npy V.npy -o CACHE.mfkv",
-     "compress one layer's K and V, each [batch*kv_heads, T, D] float16/float32", 2,
+     "compress one layer's K and V, each [batch*kv_heads, T, D] float16/float32", 2, 2,
      OPT_OUT | OPT_SPARSITY | OPT_BITS | OPT_LAYOUT | OPT_BACKEND, cmd_encode},
-    {"decode", "CACHE.mfkv K.npy V.npy", "write the decompressed K and V as float16", 3, 0,
+    {"decode", "CACHE.mfkv K.npy V.npy", "write the decompressed K and V as float16", 3, 1, 0,
      cmd_decode},
-    {"inspect", "CACHE.mfkv", "dims, sparsity, bytes per element, section sizes", 1, 0,
+    {"inspect", "CACHE.mfkv", "dims, sparsity, bytes per element, section sizes", 1, 1, 0,
      cmd_inspect},
     {"attend", "CACHE.mfkv Q.npy -o OUT.npy",
-     "decode attention of Q [batch*q_heads, D]; OUT is float32 [batch*q_heads, D]", 2,
+     "decode attention of Q [batch*q_heads, D]; OUT is float32 [batch*q_heads, D]", 2, 2,
      OPT_OUT | OPT_BACKEND, cmd_attend},
     {"demo", "",
      "synthesize a Llama-3-8B-shaped layer (8 KV heads, 32 query heads, D=128,\n"
      "T=4096 by default), compress it, report ratio, error and timings",
-     0, OPT_TOKENS | OPT_SPARSITY | OPT_BITS | OPT_LAYOUT | OPT_BACKEND, cmd_demo},
+     0, 0, OPT_TOKENS | OPT_SPARSITY | OPT_BITS | OPT_LAYOUT | OPT_BACKEND, cmd_demo},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -676,7 +694,7 @@ static int help(FILE *f, int code) {
 int main(int argc, char **argv) {
     const command *c = commands;
     opts o;
-    int rc;
+    int i, rc;
     if (argc < 2)
         return help(stderr, 2);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
@@ -701,5 +719,10 @@ int main(int argc, char **argv) {
     }
     if (o.npos != c->npos || ((c->opts & OPT_OUT) && !o.out))
         return usage_error("needs %s", c->args);
+    for (i = c->nin; i < o.npos; i++)
+        if ((rc = refuse_same_file(o.pos[i], o.pos, c->nin)))
+            return rc;
+    if (o.out && (rc = refuse_same_file(o.out, o.pos, c->nin)))
+        return rc;
     return c->run(o);
 }

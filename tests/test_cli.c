@@ -146,6 +146,53 @@ Test(cli, double_dash_ends_the_options) {
     fails(2, "inspect -- -c.mfkv --help", "unexpected argument --help");
 }
 
+/* The bytes of name in dir, for checking that a refused command left it. */
+static char *slurp(const char *name, long *len) {
+    char path[256];
+    FILE *f;
+    char *buf;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    fseek(f, 0, SEEK_END);
+    *len = ftell(f);
+    rewind(f);
+    buf = malloc((size_t)*len + 1);
+    cr_assert_eq(fread(buf, 1, (size_t)*len, f), (size_t)*len);
+    fclose(f);
+    return buf;
+}
+
+/* args are refused as writing over input name, which is left as it was. */
+static void refused_over(const char *args, const char *name) {
+    long n0, n1;
+    char *before = slurp(name, &n0), *after;
+    fails(1, args, "is the same file as input");
+    after = slurp(name, &n1);
+    cr_assert(n0 == n1 && memcmp(before, after, (size_t)n0) == 0, "%s changed", name);
+    free(before);
+    free(after);
+}
+
+Test(cli, an_output_that_is_an_input_is_refused) {
+    char a[256], b[256];
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0, "%s", out);
+    refused_over("encode k.npy v.npy -o k.npy", "k.npy");
+    refused_over("encode k.npy v.npy -o ./v.npy", "v.npy");
+    refused_over("decode c.mfkv c.mfkv vd.npy", "c.mfkv");
+    cr_assert(!exists("vd.npy"));
+    refused_over("decode c.mfkv kd.npy ./c.mfkv", "c.mfkv");
+    cr_assert(!exists("kd.npy"));
+    refused_over("attend c.mfkv q.npy -o c.mfkv", "c.mfkv");
+    refused_over("attend c.mfkv q.npy -o q.npy", "q.npy");
+    /* a hard link is the same file under another name */
+    snprintf(a, sizeof a, "%s/k.npy", dir);
+    snprintf(b, sizeof b, "%s/hk.npy", dir);
+    cr_assert_eq(link(a, b), 0);
+    refused_over("encode k.npy v.npy -o hk.npy", "k.npy");
+    cr_assert_eq(cli("encode k.npy v.npy -o c2.mfkv"), 0, "%s", out);
+}
+
 Test(cli, encode_inspect_decode_attend) {
     cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv --sparsity 0.5 --bits 4 --layout native"), 0,
                  "%s", out);
