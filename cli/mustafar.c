@@ -190,17 +190,57 @@ static int threads(void) {
 #endif
 }
 
+/* Element e of a as a float. */
+static float element(const mf_array *a, uint64_t e) {
+    return a->dtype == MF_F16 ? mf_fp16_to_float(((const uint16_t *)a->data)[e])
+                              : ((const float *)a->data)[e];
+}
+
+/* Whether element e of a is a finite float16 value once converted. */
+static int fits_f16(const mf_array *a, uint64_t e) {
+    float x = element(a, e);
+    /* 65504 is float16's largest; up to 65520 still rounds down to it */
+    return fabsf(x) <= 65504.0f || (mf_fp16_from_float(x) & 0x7c00u) != 0x7c00u;
+}
+
+/* Fails on the first element of a that is NaN, infinite or beyond
+ * float16's range: converted, it would be NaN or inf, which the encoder
+ * refuses and attention would spread over a whole head. */
+static int check_f16_range(const char *path, const mf_array *a) {
+    char at[96];
+    size_t len = 0;
+    uint64_t e, rest, stride;
+    uint32_t d;
+    float x;
+    for (e = 0; e < a->count && fits_f16(a, e); e++)
+        ;
+    if (e == a->count)
+        return 0;
+    for (d = 0, rest = e, stride = a->count; d < a->ndim; d++) {
+        stride /= a->shape[d];
+        len += (size_t)snprintf(at + len, sizeof at - len, "[%llu]",
+                                (unsigned long long)(rest / stride));
+        rest %= stride;
+    }
+    x = element(a, e);
+    if (isfinite(x))
+        return fail("%s: input%s = %g is out of the float16 range (±65504)", path, at, (double)x);
+    return fail("%s: input%s is %s; inputs must be finite", path, at,
+                isnan(x) ? "NaN" : x < 0 ? "-inf" : "inf");
+}
+
 /* Loads a .npy as fp16. */
 static int load_f16(const char *path, mf_array *a) {
     mf_diag diag = {{0}};
     mf_status st = mf_npy_load(path, a, &diag);
+    int rc;
     if (st != MF_OK)
         return fail_st(path, st, &diag);
-    if ((st = mf_array_convert(a, MF_F16)) != MF_OK) {
+    if (!(rc = check_f16_range(path, a)) && (st = mf_array_convert(a, MF_F16)) != MF_OK)
+        rc = fail_st(path, st, NULL);
+    if (rc)
         mf_array_free(a);
-        return fail_st(path, st, NULL);
-    }
-    return 0;
+    return rc;
 }
 
 /* Compresses dense [rows, tokens, dim] on the backend into the host

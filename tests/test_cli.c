@@ -2,6 +2,7 @@
  * partial outputs. Runs the built binary (MF_CLI_PATH) in a temp dir. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -42,7 +43,10 @@ static int rename_in_dir(const char *from, const char *to) {
     return rename(a, b);
 }
 
-static void write_npy(const char *name, uint32_t ndim, const uint64_t *shape, uint64_t seed) {
+/* Writes name: seeded values of dtype, element at (none if at >= the
+ * count) set to value. */
+static void write_npy_as(const char *name, mf_dtype dtype, uint32_t ndim, const uint64_t *shape,
+                         uint64_t seed, uint64_t at, float value) {
     char path[256];
     mf_array a;
     uint32_t i;
@@ -55,9 +59,18 @@ static void write_npy(const char *name, uint32_t ndim, const uint64_t *shape, ui
         a.count *= shape[i];
     }
     a.data = th_dense(&seed, (size_t)a.count, 2.0f);
+    cr_assert_eq(mf_array_convert(&a, dtype), MF_OK);
+    if (at < a.count && dtype == MF_F16)
+        ((uint16_t *)a.data)[at] = mf_fp16_from_float(value);
+    else if (at < a.count)
+        ((float *)a.data)[at] = value;
     snprintf(path, sizeof path, "%s/%s", dir, name);
     cr_assert_eq(mf_npy_save(path, &a, NULL), MF_OK);
     free(a.data);
+}
+
+static void write_npy(const char *name, uint32_t ndim, const uint64_t *shape, uint64_t seed) {
+    write_npy_as(name, MF_F16, ndim, shape, seed, UINT64_MAX, 0.0f);
 }
 
 static void setup(void) {
@@ -191,6 +204,31 @@ Test(cli, an_output_that_is_an_input_is_refused) {
     cr_assert_eq(link(a, b), 0);
     refused_over("encode k.npy v.npy -o hk.npy", "k.npy");
     cr_assert_eq(cli("encode k.npy v.npy -o c2.mfkv"), 0, "%s", out);
+}
+
+Test(cli, values_beyond_float16_are_named_as_such) {
+    const uint64_t kv[3] = {4, 150, 64}, q[2] = {16, 64};
+    const uint64_t k123 = (1 * 150 + 2) * 64 + 3, q57 = 5 * 64 + 7;
+    write_npy_as("k32.npy", MF_F32, 3, kv, 1, k123, 1e6f);
+    fails(1, "encode k32.npy v.npy -o c.mfkv",
+          "k32.npy: input[1][2][3] = 1e+06 is out of the float16 range");
+    cr_assert(!strstr(out, "NaN"), "%s", out);
+    write_npy_as("k32.npy", MF_F32, 3, kv, 1, k123, NAN);
+    fails(1, "encode k32.npy v.npy -o c.mfkv", "k32.npy: input[1][2][3] is NaN");
+    cr_assert(!exists("c.mfkv"));
+    /* just above 65504 still rounds to it */
+    write_npy_as("k32.npy", MF_F32, 3, kv, 1, k123, 65510.0f);
+    cr_assert_eq(cli("encode k32.npy v.npy -o c.mfkv"), 0, "%s", out);
+    write_npy_as("q32.npy", MF_F32, 2, q, 3, q57, -1e6f);
+    fails(1, "attend c.mfkv q32.npy -o o.npy",
+          "q32.npy: input[5][7] = -1e+06 is out of the float16 range");
+    write_npy_as("q32.npy", MF_F32, 2, q, 3, q57, NAN);
+    fails(1, "attend c.mfkv q32.npy -o o.npy", "q32.npy: input[5][7] is NaN");
+    write_npy_as("qh.npy", MF_F16, 2, q, 3, q57, INFINITY);
+    fails(1, "attend c.mfkv qh.npy -o o.npy", "qh.npy: input[5][7] is inf");
+    cr_assert(!exists("o.npy"));
+    write_npy_as("q32.npy", MF_F32, 2, q, 3, q57, 1.5f);
+    cr_assert_eq(cli("attend c.mfkv q32.npy -o o.npy"), 0, "%s", out);
 }
 
 Test(cli, encode_inspect_decode_attend) {
