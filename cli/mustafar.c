@@ -49,6 +49,10 @@ static int fail_st(const char *what, mf_status st, const mf_diag *diag) {
     return fail("%s: %s", what, msg);
 }
 
+/* Query heads per KV head: formats/SPEC.md's limit on G, which mf_attend
+ * enforces without a diag to say so. */
+#define MAX_GROUP 64u
+
 typedef struct opts {
     const char *pos[3];
     int npos, help;
@@ -188,6 +192,18 @@ static int threads(void) {
 #else
     return 1;
 #endif
+}
+
+/* "[4, 150, 64]": a's shape in buf, which it returns. */
+static const char *shape_of(const mf_array *a, char *buf, size_t n) {
+    size_t len = (size_t)snprintf(buf, n, "[");
+    uint32_t d;
+    for (d = 0; d < a->ndim && len < n; d++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%llu", d ? ", " : "",
+                                (unsigned long long)a->shape[d]);
+    if (len < n)
+        snprintf(buf + len, n - len, "]");
+    return buf;
 }
 
 /* Element e of a as a float. */
@@ -332,6 +348,7 @@ static int cmd_encode(opts o) {
     mf_status st;
     int rc;
     uint32_t i;
+    char ks[96], vs[96];
     if ((rc = load_f16(o.pos[0], &ka)))
         return rc;
     if ((rc = load_f16(o.pos[1], &va))) {
@@ -340,10 +357,12 @@ static int cmd_encode(opts o) {
     }
     rc = 0;
     if (ka.ndim != 3)
-        rc = fail("%s: expected 3 dims [batch*kv_heads, T, D]", o.pos[0]);
+        rc = fail("%s: shape %s, expected 3 dims [batch*kv_heads, T, D]", o.pos[0],
+                  shape_of(&ka, ks, sizeof ks));
     else if (va.ndim != 3 || va.shape[0] != ka.shape[0] || va.shape[1] != ka.shape[1] ||
              va.shape[2] != ka.shape[2])
-        rc = fail("%s: shape differs from %s", o.pos[1], o.pos[0]);
+        rc = fail("%s: shape %s differs from %s's %s; K and V must have the same shape",
+                  o.pos[1], shape_of(&va, vs, sizeof vs), o.pos[0], shape_of(&ka, ks, sizeof ks));
     else if (ka.shape[0] > UINT32_MAX || ka.shape[1] > UINT32_MAX || ka.shape[2] > UINT32_MAX)
         rc = fail("%s: dims too large", o.pos[0]);
     for (i = 0; !rc && i < 2; i++) {
@@ -489,6 +508,7 @@ static int cmd_attend(opts o) {
     uint32_t group;
     double secs;
     int rc;
+    char qs[96];
     if ((rc = load_cache(o.pos[0], &k, &v)))
         return rc;
     if ((rc = load_f16(o.pos[1], &qa))) {
@@ -499,9 +519,16 @@ static int cmd_attend(opts o) {
     memset(&out, 0, sizeof out);
     if (qa.ndim != 2 || qa.shape[1] != k.desc.dim || qa.shape[0] % k.desc.rows ||
         qa.shape[0] == 0)
-        rc = fail("%s: expected shape [batch*q_heads, D] with batch*q_heads a multiple of the "
-                  "cache's batch*kv_heads and D equal to its dim",
-                  o.pos[1]);
+        rc = fail("%s: shape %s, expected shape [batch*q_heads, %u] with batch*q_heads a "
+                  "multiple of %u: %s has %u rows (batch*kv_heads) of dim %u",
+                  o.pos[1], shape_of(&qa, qs, sizeof qs), k.desc.dim, k.desc.rows, o.pos[0],
+                  k.desc.rows, k.desc.dim);
+    else if (qa.shape[0] / k.desc.rows > MAX_GROUP)
+        rc = fail("%s: %llu rows are %llu query heads per KV head of %s (%u rows); attention "
+                  "takes at most %u",
+                  o.pos[1], (unsigned long long)qa.shape[0],
+                  (unsigned long long)(qa.shape[0] / k.desc.rows), o.pos[0], k.desc.rows,
+                  MAX_GROUP);
     group = rc ? 0 : (uint32_t)(qa.shape[0] / k.desc.rows);
     if (!rc) {
         out.dtype = MF_F32;
@@ -512,9 +539,11 @@ static int cmd_attend(opts o) {
         if (!(out.data = malloc(out.count * sizeof(float))))
             rc = fail("%s: out of memory", o.pos[0]);
     }
+    /* mf_attend has no diag: the message says what it was given */
     if (!rc && (st = attend_on(o.backend, &k, &v, (const uint16_t *)qa.data, group,
                                (float *)out.data, &secs)) != MF_OK)
-        rc = fail_st("attend", st, NULL);
+        rc = fail("%s: attention of %s (%u query heads per KV head): %s", o.pos[0], o.pos[1],
+                  group, mf_strerror(st));
     if (!rc && (st = mf_npy_save(o.out, &out, &diag)) != MF_OK)
         rc = fail_st("write", st, &diag);
     mf_array_free(&out);

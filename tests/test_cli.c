@@ -262,7 +262,8 @@ Test(cli, bad_arguments) {
 }
 
 Test(cli, missing_and_mismatched_inputs) {
-    const uint64_t bad[3] = {4, 150, 96}, q3[3] = {16, 1, 64};
+    const uint64_t bad[3] = {4, 150, 96}, q3[3] = {16, 1, 64}, q[2] = {16, 64};
+    const uint64_t q65[2] = {4 * 65, 64}, q64[2] = {4 * 64, 64};
     cr_assert_eq(cli("encode nothere.npy v.npy -o c.mfkv"), 1);
     one_line_error("nothere.npy");
     cr_assert(strstr(out, "nothere.npy: nothere.npy") == NULL, "path doubled: %s", out);
@@ -270,16 +271,26 @@ Test(cli, missing_and_mismatched_inputs) {
     one_line_error("nothere.mfkv");
     cr_assert(strstr(out, "nothere.mfkv: nothere.mfkv") == NULL, "path doubled: %s", out);
     write_npy("b.npy", 3, bad, 4);
-    cr_assert_eq(cli("encode k.npy b.npy -o c.mfkv"), 1);
-    one_line_error("shape differs");
+    fails(1, "encode k.npy b.npy -o c.mfkv",
+          "b.npy: shape [4, 150, 96] differs from k.npy's [4, 150, 64]");
+    write_npy("k2.npy", 2, q, 6);
+    fails(1, "encode k2.npy v.npy -o c.mfkv", "k2.npy: shape [16, 64], expected 3 dims");
     cr_assert_eq(cli("encode b.npy b.npy -o c.mfkv"), 1);
     one_line_error("dim 96");
     cr_assert(!exists("c.mfkv"));
     cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
     write_npy("q3.npy", 3, q3, 5);
-    cr_assert_eq(cli("attend c.mfkv q3.npy -o o.npy"), 1);
-    one_line_error("expected shape");
+    fails(1, "attend c.mfkv q3.npy -o o.npy",
+          "q3.npy: shape [16, 1, 64], expected shape [batch*q_heads, 64]");
+    cr_assert(strstr(out, "multiple of 4: c.mfkv has 4 rows (batch*kv_heads) of dim 64"), "%s",
+              out);
+    write_npy("q65.npy", 2, q65, 7);
+    fails(1, "attend c.mfkv q65.npy -o o.npy",
+          "q65.npy: 260 rows are 65 query heads per KV head of c.mfkv (4 rows); "
+          "attention takes at most 64");
     cr_assert(!exists("o.npy"));
+    write_npy("q64.npy", 2, q64, 8);
+    cr_assert_eq(cli("attend c.mfkv q64.npy -o o.npy"), 0, "%s", out);
 }
 
 Test(cli, corrupt_cache_names_the_field_and_writes_nothing) {
