@@ -39,6 +39,22 @@ static int complain(int code, const char *fmt, ...) {
 #define fail(...) complain(1, __VA_ARGS__)
 #define usage_error(...) complain(2, __VA_ARGS__)
 
+/* Inputs of this many bytes take seconds a phase: the phases are then
+ * announced, so that a long run is not a silent one. */
+#define PROGRESS_BYTES (UINT64_C(256) << 20)
+
+/* "<what>..." on stderr where show is set. */
+static void progress(int show, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress(int show, const char *fmt, ...) {
+    va_list ap;
+    if (!show)
+        return;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("...\n", stderr);
+}
+
 /* what (usually a path) is left out where the library's message already
  * starts with it, so that each message names it once. */
 static int fail_st(const char *what, mf_status st, const mf_diag *diag) {
@@ -56,6 +72,7 @@ static int fail_st(const char *what, mf_status st, const mf_diag *diag) {
 typedef struct opts {
     const char *pos[3];
     int npos, help;
+    int progress; /* announce each phase (large inputs, the demo) */
     const char *out;
     double sparsity;
     uint32_t bits, tokens;
@@ -246,11 +263,12 @@ static int check_f16_range(const char *path, const mf_array *a) {
 }
 
 /* Loads a .npy as fp16. */
-static int load_f16(const char *path, mf_array *a) {
+static int load_f16(const char *path, int show, mf_array *a) {
     mf_diag diag = {{0}};
-    mf_status st = mf_npy_load(path, a, &diag);
+    mf_status st;
     int rc;
-    if (st != MF_OK)
+    progress(show, "reading %s", path);
+    if ((st = mf_npy_load(path, a, &diag)) != MF_OK)
         return fail_st(path, st, &diag);
     if (!(rc = check_f16_range(path, a)) && (st = mf_array_convert(a, MF_F16)) != MF_OK)
         rc = fail_st(path, st, NULL);
@@ -349,9 +367,9 @@ static int cmd_encode(opts o) {
     int rc;
     uint32_t i;
     char ks[96], vs[96];
-    if ((rc = load_f16(o.pos[0], &ka)))
+    if ((rc = load_f16(o.pos[0], o.progress, &ka)))
         return rc;
-    if ((rc = load_f16(o.pos[1], &va))) {
+    if ((rc = load_f16(o.pos[1], o.progress, &va))) {
         mf_array_free(&ka);
         return rc;
     }
@@ -365,6 +383,8 @@ static int cmd_encode(opts o) {
                   o.pos[1], shape_of(&va, vs, sizeof vs), o.pos[0], shape_of(&ka, ks, sizeof ks));
     else if (ka.shape[0] > UINT32_MAX || ka.shape[1] > UINT32_MAX || ka.shape[2] > UINT32_MAX)
         rc = fail("%s: dims too large", o.pos[0]);
+    if (!rc)
+        progress(o.progress, "encoding K and V (%llu tokens)", (unsigned long long)ka.shape[1]);
     for (i = 0; !rc && i < 2; i++) {
         mf_ctensor *c = i ? &v : &k;
         st = compress(o.backend, (const uint16_t *)(i ? va.data : ka.data), i ? MF_VALUE : MF_KEY,
@@ -380,6 +400,7 @@ static int cmd_encode(opts o) {
     mf_array_free(&va);
     if (rc)
         return rc;
+    progress(o.progress, "writing %s", o.out);
     st = mf_container_save(o.out, &k, &v, &diag);
     mf_ctensor_free(&k);
     mf_ctensor_free(&v);
@@ -388,9 +409,11 @@ static int cmd_encode(opts o) {
     return 0;
 }
 
-static int load_cache(const char *path, mf_ctensor *k, mf_ctensor *v) {
+static int load_cache(const char *path, int show, mf_ctensor *k, mf_ctensor *v) {
     mf_diag diag = {{0}};
-    mf_status st = mf_container_load(path, k, v, &diag);
+    mf_status st;
+    progress(show, "reading %s", path);
+    st = mf_container_load(path, k, v, &diag);
     return st == MF_OK ? 0 : fail_st(path, st, &diag);
 }
 
@@ -417,11 +440,14 @@ static int cmd_decode(opts o) {
     mf_status st;
     size_t n;
     int rc;
-    if ((rc = load_cache(o.pos[0], &k, &v)))
+    if ((rc = load_cache(o.pos[0], o.progress, &k, &v)))
         return rc;
     n = (size_t)k.desc.rows * k.desc.tokens * k.desc.dim;
     kd = (uint16_t *)malloc(n * 2);
     vd = (uint16_t *)malloc(n * 2);
+    /* the outputs, fp16, are some times the size of the cache */
+    progress(o.progress || 4 * (uint64_t)n >= PROGRESS_BYTES, "decoding K and V into %s and %s",
+             o.pos[1], o.pos[2]);
     if (!kd || !vd)
         rc = fail("%s: out of memory", o.pos[0]);
     else if ((st = mf_decode(MF_BACKEND_CPU, &k, kd, &diag)) != MF_OK ||
@@ -477,7 +503,7 @@ static int cmd_inspect(opts o) {
     mf_ctensor k, v;
     const mf_desc *d;
     int rc;
-    if ((rc = load_cache(o.pos[0], &k, &v)))
+    if ((rc = load_cache(o.pos[0], o.progress, &k, &v)))
         return rc;
     d = &k.desc;
     printf("%s: mustafar container, valid\n", o.pos[0]);
@@ -509,9 +535,9 @@ static int cmd_attend(opts o) {
     double secs;
     int rc;
     char qs[96];
-    if ((rc = load_cache(o.pos[0], &k, &v)))
+    if ((rc = load_cache(o.pos[0], o.progress, &k, &v)))
         return rc;
-    if ((rc = load_f16(o.pos[1], &qa))) {
+    if ((rc = load_f16(o.pos[1], o.progress, &qa))) {
         mf_ctensor_free(&k);
         mf_ctensor_free(&v);
         return rc;
@@ -539,6 +565,8 @@ static int cmd_attend(opts o) {
         if (!(out.data = malloc(out.count * sizeof(float))))
             rc = fail("%s: out of memory", o.pos[0]);
     }
+    if (!rc)
+        progress(o.progress, "attention of %s over %u tokens", o.pos[1], k.desc.tokens);
     /* mf_attend has no diag: the message says what it was given */
     if (!rc && (st = attend_on(o.backend, &k, &v, (const uint16_t *)qa.data, group,
                                (float *)out.data, &secs)) != MF_OK)
@@ -598,6 +626,7 @@ static int cmd_demo(opts o) {
     double t0, tenc, tc, td, rel, mx;
     uint64_t kb, vb;
     int rc = 0, same;
+    o.progress = 1; /* every phase of the demo is announced */
     n = (size_t)rows * o.tokens * dim;
     memset(&k, 0, sizeof k);
     memset(&v, 0, sizeof v);
@@ -618,8 +647,9 @@ static int cmd_demo(opts o) {
         rc = fail("out of memory");
         goto done;
     }
-    fprintf(stderr, "synthesizing %zu MB of fp16 K and V...\n", (2 * n * 2) >> 20);
+    progress(o.progress, "synthesizing %zu MB of fp16 K and V", (2 * n * 2) >> 20);
     mf_synth_layer(42, rows, o.tokens, dim, group, kd, vd, q);
+    progress(o.progress, "encoding K and V (%u tokens)", o.tokens);
     t0 = now();
     if ((st = compress(o.backend, kd, MF_KEY, &o, rows, o.tokens, dim, &k, &diag)) != MF_OK ||
         (st = compress(o.backend, vd, MF_VALUE, &o, rows, o.tokens, dim, &v, &diag)) != MF_OK) {
@@ -634,7 +664,7 @@ static int cmd_demo(opts o) {
         rc = fail_st("workspace", st ? st : MF_ERR_NOMEM, NULL);
         goto done;
     }
-    fprintf(stderr, "computing attention...\n");
+    progress(o.progress, "computing attention, and checking it against the decoded cache");
     mf_attend_dense(MF_BACKEND_CPU, kd, vd, rows, o.tokens, dim, q, group, ref, ws, ws_bytes);
     if ((st = mf_attend(MF_BACKEND_CPU, &k, &v, q, group, got, ws, ws_bytes)) != MF_OK) {
         rc = fail_st("attend", st, NULL);
@@ -647,6 +677,7 @@ static int cmd_demo(opts o) {
     mf_decode(MF_BACKEND_CPU, &v, vd, NULL);
     mf_attend_dense(MF_BACKEND_CPU, dec, vd, rows, o.tokens, dim, q, group, viadec, ws, ws_bytes);
     same = memcmp(got, viadec, (size_t)rows * group * dim * sizeof *got) == 0;
+    progress(o.progress, "timing attention: 20 repetitions each, compressed and dense");
     tc = time_attend(&k, &v, NULL, NULL, &k.desc, q, group, got, ws, ws_bytes, 20);
     td = time_attend(NULL, NULL, kd, vd, &k.desc, q, group, ref, ws, ws_bytes, 20);
     printf("compressed K+V: %.2f MB of %.2f MB fp16: ratio %.2fx, %.4f bytes/element\n",
@@ -662,6 +693,7 @@ static int cmd_demo(opts o) {
         rc = fail("compressed attention differs from attention on the decoded cache");
     if (o.backend == MF_BACKEND_CUDA) { /* the device against the oracle */
         double tg = 0.0;
+        progress(o.progress, "attention on cuda");
         if ((st = attend_on(o.backend, &k, &v, q, group, viadec, &tg)) != MF_OK) {
             rc = fail_st("attend on cuda", st, NULL);
             goto done;
@@ -698,6 +730,17 @@ static int refuse_same_file(const char *out, const char *const *in, int nin) {
             return fail("output %s is the same file as input %s; refusing to overwrite it", out,
                         in[i]);
     return 0;
+}
+
+/* Bytes of the files at paths; one that stat() cannot see counts 0. */
+static uint64_t input_bytes(const char *const *paths, int n) {
+    struct stat sb;
+    uint64_t total = 0;
+    int i;
+    for (i = 0; i < n; i++)
+        if (stat(paths[i], &sb) == 0)
+            total += (uint64_t)sb.st_size;
+    return total;
 }
 
 static const command commands[] = {
@@ -744,7 +787,8 @@ static void print_options(FILE *f, unsigned mask) {
         }
     fputs("  -h, --help    this help\n"
           "  --            ends the options: later arguments are file names\n"
-          "\nThreads: OMP_NUM_THREADS.\n", f);
+          "\nThreads: OMP_NUM_THREADS. Inputs of 256 MiB or more, and the demo, announce each\n"
+          "long phase on stderr.\n", f);
 }
 
 static int help(FILE *f, int code) {
@@ -793,5 +837,6 @@ int main(int argc, char **argv) {
             return rc;
     if (o.out && (rc = refuse_same_file(o.out, o.pos, c->nin)))
         return rc;
+    o.progress = input_bytes(o.pos, c->nin) >= PROGRESS_BYTES;
     return c->run(o);
 }

@@ -234,12 +234,15 @@ Test(cli, values_beyond_float16_are_named_as_such) {
 Test(cli, encode_inspect_decode_attend) {
     cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv --sparsity 0.5 --bits 4 --layout native"), 0,
                  "%s", out);
+    cr_assert_eq(out[0], 0, "small inputs, yet progress lines: %s", out);
     cr_assert_eq(cli("inspect c.mfkv"), 0, "%s", out);
     cr_assert(strstr(out, "valid") && strstr(out, "native") && strstr(out, "4-bit"), "%s", out);
     cr_assert(strstr(out, "bytes/element"));
     cr_assert_eq(cli("decode c.mfkv kd.npy vd.npy"), 0, "%s", out);
+    cr_assert_eq(out[0], 0, "%s", out);
     cr_assert(exists("kd.npy") && exists("vd.npy"));
     cr_assert_eq(cli("attend c.mfkv q.npy -o o.npy"), 0, "%s", out);
+    cr_assert_eq(out[0], 0, "%s", out);
     {
         char path[256];
         mf_array a;
@@ -337,4 +340,7 @@ Test(cli, cuda_absent_is_a_clear_error) {
 Test(cli, demo_runs_small) {
     cr_assert_eq(cli("demo --tokens 200"), 0, "%s", out);
     cr_assert(strstr(out, "ratio") && strstr(out, "bit-identical"), "%s", out);
+    /* each long phase is announced before it starts */
+    cr_assert(strstr(out, "encoding K and V (200 tokens)...\n"), "%s", out);
+    cr_assert(strstr(out, "timing attention: 20 repetitions"), "%s", out);
 }
