@@ -179,7 +179,7 @@ static int parse_opts(int argc, char **argv, const command *c, opts *o) {
             if (k == NOPTIONS)
                 return usage_error("unknown option %s", a);
             if (!(c->opts & options[k].bit))
-                return usage_error("%s does not take option %s", c->name, a);
+                return usage_error("takes no option %s", a);
             if (++i == argc)
                 return usage_error("option %s needs a value", a);
             if ((rc = set_option(options[k].bit, argv[i], o)))

@@ -136,17 +136,17 @@ Test(cli, each_command_has_help) {
 }
 
 Test(cli, options_a_command_does_not_use_are_refused) {
-    fails(2, "encode k.npy v.npy -o c.mfkv --tokens 5", "encode does not take option --tokens");
+    fails(2, "encode k.npy v.npy -o c.mfkv --tokens 5", "encode: takes no option --tokens");
     cr_assert(!exists("c.mfkv"));
     cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0, "%s", out);
-    fails(2, "decode c.mfkv kd.npy vd.npy -o x.npy", "decode does not take option -o");
+    fails(2, "decode c.mfkv kd.npy vd.npy -o x.npy", "decode: takes no option -o");
     cr_assert(!exists("kd.npy") && !exists("x.npy"));
-    fails(2, "inspect c.mfkv --bits 4", "inspect does not take option --bits");
+    fails(2, "inspect c.mfkv --bits 4", "inspect: takes no option --bits");
     fails(2, "inspect --sparsity 0.1 c.mfkv", "--sparsity");
     /* not the missing GPU's error: the option itself is refused */
-    fails(2, "decode --backend cuda c.mfkv kd.npy vd.npy", "decode does not take option --backend");
+    fails(2, "decode --backend cuda c.mfkv kd.npy vd.npy", "decode: takes no option --backend");
     cr_assert_eq(cli("inspect c.mfkv --backend cpu"), 2);
-    fails(2, "demo -o x.npy", "demo does not take option -o");
+    fails(2, "demo -o x.npy", "demo: takes no option -o");
 }
 
 Test(cli, double_dash_ends_the_options) {
