@@ -231,7 +231,10 @@ static float element(const mf_array *a, uint64_t e) {
 
 /* Whether element e of a is a finite float16 value once converted. */
 static int fits_f16(const mf_array *a, uint64_t e) {
-    float x = element(a, e);
+    float x;
+    if (a->dtype == MF_F16) /* an exponent of all ones is inf or NaN */
+        return (((const uint16_t *)a->data)[e] & 0x7c00u) != 0x7c00u;
+    x = ((const float *)a->data)[e];
     /* 65504 is float16's largest; up to 65520 still rounds down to it */
     return fabsf(x) <= 65504.0f || (mf_fp16_from_float(x) & 0x7c00u) != 0x7c00u;
 }
