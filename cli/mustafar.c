@@ -3,10 +3,13 @@
  * Every failure prints one line "mustafar: <command>: <what>" to stderr
  * and exits 1 (2 for usage errors). Output files are written through a
  * temporary name, so a failure never leaves a partial or clobbered file. */
+#define _POSIX_C_SOURCE 200809L /* stat */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -14,56 +17,97 @@
 #include "mustafar.h"
 #include "synth.h"
 
-static const char *usage_text =
-    "usage: mustafar <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  encode K.npy V.npy -o CACHE.mfkv [--sparsity S] [--bits B] [--layout L] [--backend X]\n"
-    "        compress one layer's K and V, each [batch*kv_heads, T, D] float16/float32\n"
-    "        S: fraction pruned per token row, 0..1 (default 0.7)\n"
-    "        B: 0 (fp16 nonzeros), 2 or 4 (quantized codes; default 2)\n"
-    "        L: reference (Mustafar's layout, default) or native\n"
-    "  decode CACHE.mfkv K.npy V.npy   write the decompressed K and V as float16\n"
-    "  inspect CACHE.mfkv              dims, sparsity, bytes per element, section sizes\n"
-    "  attend CACHE.mfkv Q.npy -o OUT.npy [--backend X]\n"
-    "        decode attention of Q [batch*q_heads, D]; OUT is float32 [batch*q_heads, D]\n"
-    "  demo [--tokens T] [--sparsity S] [--bits B] [--layout L] [--backend X]\n"
-    "        synthesize a Llama-3-8B-shaped layer (8 KV heads, 32 query heads, D=128,\n"
-    "        T=4096 by default), compress it, report ratio, error and timings\n"
-    "\n"
-    "X: cpu (default) or cuda. Threads: OMP_NUM_THREADS.\n";
+/* The command being run, for messages; NULL before one is known. */
+static const char *cmd = NULL;
 
-static const char *cmd = "mustafar";
-
-static int fail(const char *fmt, const char *a, const char *b) {
-    fprintf(stderr, "mustafar: %s: ", cmd);
-    fprintf(stderr, fmt, a, b);
+/* Prints "mustafar: <command>: <message>" and returns code: 1 for a
+ * failure (fail), 2 for a usage error (usage_error, which adds a hint). */
+static int complain(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int complain(int code, const char *fmt, ...) {
+    va_list ap;
+    fputs("mustafar: ", stderr);
+    if (cmd)
+        fprintf(stderr, "%s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (code == 2)
+        fprintf(stderr, " (see mustafar %s%s--help)", cmd ? cmd : "", cmd ? " " : "");
     fputc('\n', stderr);
-    return 1;
+    return code;
+}
+#define fail(...) complain(1, __VA_ARGS__)
+#define usage_error(...) complain(2, __VA_ARGS__)
+
+/* Inputs of this many bytes take seconds a phase: the phases are then
+ * announced, so that a long run is not a silent one. */
+#define PROGRESS_BYTES (UINT64_C(256) << 20)
+
+/* "<what>..." on stderr where show is set. */
+static void progress(int show, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress(int show, const char *fmt, ...) {
+    va_list ap;
+    if (!show)
+        return;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("...\n", stderr);
 }
 
+/* what (usually a path) is left out where the library's message already
+ * starts with it, so that each message names it once. */
 static int fail_st(const char *what, mf_status st, const mf_diag *diag) {
-    fprintf(stderr, "mustafar: %s: %s: %s\n", cmd, what,
-            diag && diag->msg[0] ? diag->msg : mf_strerror(st));
-    return 1;
+    const char *msg = diag && diag->msg[0] ? diag->msg : mf_strerror(st);
+    size_t n = strlen(what);
+    if (strncmp(msg, what, n) == 0 && msg[n] == ':')
+        return fail("%s", msg);
+    return fail("%s: %s", what, msg);
 }
 
-static int usage_error(const char *msg, const char *arg) {
-    fprintf(stderr, "mustafar: %s: ", cmd);
-    fprintf(stderr, msg, arg);
-    fprintf(stderr, " (see mustafar --help)\n");
-    return 2;
-}
+/* Query heads per KV head: formats/SPEC.md's limit on G, which mf_attend
+ * enforces without a diag to say so. */
+#define MAX_GROUP 64u
 
 typedef struct opts {
     const char *pos[3];
-    int npos;
+    int npos, help;
+    int progress; /* announce each phase (large inputs, the demo) */
     const char *out;
     double sparsity;
     uint32_t bits, tokens;
     mf_layout layout;
     mf_backend backend;
 } opts;
+
+/* The options that take a value; each command accepts a set of them. */
+enum { OPT_OUT = 1, OPT_SPARSITY = 2, OPT_BITS = 4, OPT_LAYOUT = 8, OPT_BACKEND = 16,
+       OPT_TOKENS = 32 };
+
+typedef struct option_doc {
+    unsigned bit;
+    const char *name, *value, *text;
+} option_doc;
+
+static const option_doc options[] = {
+    {OPT_OUT, "-o", "FILE", "the output file"},
+    {OPT_TOKENS, "--tokens", "T", "tokens of the synthesized layer, 1..1048576 (default 4096)"},
+    {OPT_SPARSITY, "--sparsity", "S", "fraction pruned per token row, 0..1 (default 0.7)"},
+    {OPT_BITS, "--bits", "B", "0 (fp16 nonzeros), 2 or 4 (quantized codes; default 2)"},
+    {OPT_LAYOUT, "--layout", "L", "reference (Mustafar's layout, default) or native"},
+    {OPT_BACKEND, "--backend", "X", "cpu (default) or cuda"},
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+typedef struct command {
+    const char *name;
+    const char *args;  /* positional arguments and required options */
+    const char *about; /* one or more lines */
+    int npos;          /* positional arguments, all required */
+    int nin;           /* the first nin of them are inputs, the rest outputs */
+    unsigned opts;     /* OPT_ bits accepted; OPT_OUT is required where accepted */
+    int (*run)(opts o);
+} command;
 
 static int parse_double(const char *s, double lo, double hi, double *out) {
     char *end;
@@ -74,9 +118,46 @@ static int parse_double(const char *s, double lo, double hi, double *out) {
     return 1;
 }
 
-/* Parses argv[2..]: returns 0 or an exit code. */
-static int parse_opts(int argc, char **argv, int max_pos, opts *o) {
-    int i;
+/* Sets the option of bit from val: returns 0 or an exit code. */
+static int set_option(unsigned bit, const char *val, opts *o) {
+    double d;
+    switch (bit) {
+    case OPT_OUT:
+        o->out = val;
+        return 0;
+    case OPT_SPARSITY:
+        if (!parse_double(val, 0.0, 1.0, &o->sparsity))
+            return usage_error("--sparsity %s is not a number in [0, 1]", val);
+        return 0;
+    case OPT_BITS:
+        if (strcmp(val, "0") && strcmp(val, "2") && strcmp(val, "4"))
+            return usage_error("--bits %s is not 0, 2 or 4", val);
+        o->bits = (uint32_t)atoi(val);
+        return 0;
+    case OPT_LAYOUT:
+        if (strcmp(val, "reference") == 0)
+            o->layout = MF_LAYOUT_REFERENCE;
+        else if (strcmp(val, "native") == 0)
+            o->layout = MF_LAYOUT_NATIVE;
+        else
+            return usage_error("--layout %s is not reference or native", val);
+        return 0;
+    case OPT_BACKEND:
+        if (mf_backend_parse(val, &o->backend) != MF_OK)
+            return usage_error("--backend %s is not cpu or cuda", val);
+        return 0;
+    default: /* OPT_TOKENS */
+        if (!parse_double(val, 1.0, 1048576.0, &d) || d != floor(d))
+            return usage_error("--tokens %s is not an integer in 1..1048576", val);
+        o->tokens = (uint32_t)d;
+        return 0;
+    }
+}
+
+/* Parses argv[2..] for command c: returns 0 or an exit code. After "--"
+ * every argument is positional, so file names may start with '-'. */
+static int parse_opts(int argc, char **argv, const command *c, opts *o) {
+    int i, rc, ended = 0;
     memset(o, 0, sizeof *o);
     o->sparsity = 0.7;
     o->bits = 2;
@@ -84,50 +165,33 @@ static int parse_opts(int argc, char **argv, int max_pos, opts *o) {
     o->layout = MF_LAYOUT_REFERENCE;
     o->backend = MF_BACKEND_CPU;
     for (i = 2; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        double d;
-        int takes = strcmp(a, "-o") == 0 || strcmp(a, "--sparsity") == 0 ||
-                    strcmp(a, "--bits") == 0 || strcmp(a, "--layout") == 0 ||
-                    strcmp(a, "--backend") == 0 || strcmp(a, "--tokens") == 0;
-        if (takes && !val)
-            return usage_error("option %s needs a value", a);
-        if (strcmp(a, "-o") == 0)
-            o->out = val;
-        else if (strcmp(a, "--sparsity") == 0) {
-            if (!parse_double(val, 0.0, 1.0, &o->sparsity))
-                return usage_error("--sparsity %s is not a number in [0, 1]", val);
-        } else if (strcmp(a, "--bits") == 0) {
-            if (strcmp(val, "0") && strcmp(val, "2") && strcmp(val, "4"))
-                return usage_error("--bits %s is not 0, 2 or 4", val);
-            o->bits = (uint32_t)atoi(val);
-        } else if (strcmp(a, "--layout") == 0) {
-            if (strcmp(val, "reference") == 0)
-                o->layout = MF_LAYOUT_REFERENCE;
-            else if (strcmp(val, "native") == 0)
-                o->layout = MF_LAYOUT_NATIVE;
-            else
-                return usage_error("--layout %s is not reference or native", val);
-        } else if (strcmp(a, "--backend") == 0) {
-            if (mf_backend_parse(val, &o->backend) != MF_OK)
-                return usage_error("--backend %s is not cpu or cuda", val);
-        } else if (strcmp(a, "--tokens") == 0) {
-            if (!parse_double(val, 1.0, 1048576.0, &d) || d != floor(d))
-                return usage_error("--tokens %s is not an integer in 1..1048576", val);
-            o->tokens = (uint32_t)d;
-        } else if (a[0] == '-' && a[1]) {
-            return usage_error("unknown option %s", a);
+        const char *a = argv[i];
+        size_t k;
+        if (!ended && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {
+            o->help = 1;
+            return 0;
+        }
+        if (!ended && strcmp(a, "--") == 0) {
+            ended = 1;
+        } else if (!ended && a[0] == '-' && a[1]) {
+            for (k = 0; k < NOPTIONS && strcmp(a, options[k].name); k++)
+                ;
+            if (k == NOPTIONS)
+                return usage_error("unknown option %s", a);
+            if (!(c->opts & options[k].bit))
+                return usage_error("takes no option %s", a);
+            if (++i == argc)
+                return usage_error("option %s needs a value", a);
+            if ((rc = set_option(options[k].bit, argv[i], o)))
+                return rc;
         } else {
-            if (o->npos == max_pos)
+            if (o->npos == c->npos)
                 return usage_error("unexpected argument %s", a);
             o->pos[o->npos++] = a;
         }
-        if (takes)
-            i++;
     }
-    if (o->backend == MF_BACKEND_CUDA && !mf_backend_available(MF_BACKEND_CUDA)) {
-        fprintf(stderr, "mustafar: %s: --backend cuda: no usable CUDA device or driver here\n", cmd);
-        return 1;
-    }
+    if (o->backend == MF_BACKEND_CUDA && !mf_backend_available(MF_BACKEND_CUDA))
+        return fail("--backend cuda: no usable CUDA device or driver here");
     return 0;
 }
 
@@ -147,17 +211,73 @@ static int threads(void) {
 #endif
 }
 
-/* Loads a .npy as fp16. */
-static int load_f16(const char *path, mf_array *a) {
-    mf_diag diag = {{0}};
-    mf_status st = mf_npy_load(path, a, &diag);
-    if (st != MF_OK)
-        return fail_st(path, st, &diag);
-    if ((st = mf_array_convert(a, MF_F16)) != MF_OK) {
-        mf_array_free(a);
-        return fail_st(path, st, NULL);
+/* "[4, 150, 64]": a's shape in buf, which it returns. */
+static const char *shape_of(const mf_array *a, char *buf, size_t n) {
+    size_t len = (size_t)snprintf(buf, n, "[");
+    uint32_t d;
+    for (d = 0; d < a->ndim && len < n; d++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%llu", d ? ", " : "",
+                                (unsigned long long)a->shape[d]);
+    if (len < n)
+        snprintf(buf + len, n - len, "]");
+    return buf;
+}
+
+/* Element e of a as a float. */
+static float element(const mf_array *a, uint64_t e) {
+    return a->dtype == MF_F16 ? mf_fp16_to_float(((const uint16_t *)a->data)[e])
+                              : ((const float *)a->data)[e];
+}
+
+/* Whether element e of a is a finite float16 value once converted. */
+static int fits_f16(const mf_array *a, uint64_t e) {
+    float x;
+    if (a->dtype == MF_F16) /* an exponent of all ones is inf or NaN */
+        return (((const uint16_t *)a->data)[e] & 0x7c00u) != 0x7c00u;
+    x = ((const float *)a->data)[e];
+    /* 65504 is float16's largest; up to 65520 still rounds down to it */
+    return fabsf(x) <= 65504.0f || (mf_fp16_from_float(x) & 0x7c00u) != 0x7c00u;
+}
+
+/* Fails on the first element of a that is NaN, infinite or beyond
+ * float16's range: converted, it would be NaN or inf, which the encoder
+ * refuses and attention would spread over a whole head. */
+static int check_f16_range(const char *path, const mf_array *a) {
+    char at[96];
+    size_t len = 0;
+    uint64_t e, rest, stride;
+    uint32_t d;
+    float x;
+    for (e = 0; e < a->count && fits_f16(a, e); e++)
+        ;
+    if (e == a->count)
+        return 0;
+    for (d = 0, rest = e, stride = a->count; d < a->ndim; d++) {
+        stride /= a->shape[d];
+        len += (size_t)snprintf(at + len, sizeof at - len, "[%llu]",
+                                (unsigned long long)(rest / stride));
+        rest %= stride;
     }
-    return 0;
+    x = element(a, e);
+    if (isfinite(x))
+        return fail("%s: input%s = %g is out of the float16 range (±65504)", path, at, (double)x);
+    return fail("%s: input%s is %s; inputs must be finite", path, at,
+                isnan(x) ? "NaN" : x < 0 ? "-inf" : "inf");
+}
+
+/* Loads a .npy as fp16. */
+static int load_f16(const char *path, int show, mf_array *a) {
+    mf_diag diag = {{0}};
+    mf_status st;
+    int rc;
+    progress(show, "reading %s", path);
+    if ((st = mf_npy_load(path, a, &diag)) != MF_OK)
+        return fail_st(path, st, &diag);
+    if (!(rc = check_f16_range(path, a)) && (st = mf_array_convert(a, MF_F16)) != MF_OK)
+        rc = fail_st(path, st, NULL);
+    if (rc)
+        mf_array_free(a);
+    return rc;
 }
 
 /* Compresses dense [rows, tokens, dim] on the backend into the host
@@ -242,32 +362,32 @@ static mf_status attend_on(mf_backend be, const mf_ctensor *k, const mf_ctensor 
     return st;
 }
 
-static int cmd_encode(int argc, char **argv) {
-    opts o;
+static int cmd_encode(opts o) {
     mf_array ka, va;
     mf_ctensor k, v;
     mf_diag diag = {{0}};
     mf_status st;
     int rc;
     uint32_t i;
-    if ((rc = parse_opts(argc, argv, 2, &o)))
+    char ks[96], vs[96];
+    if ((rc = load_f16(o.pos[0], o.progress, &ka)))
         return rc;
-    if (o.npos != 2 || !o.out)
-        return usage_error("needs K.npy V.npy -o CACHE.mfkv%s", "");
-    if ((rc = load_f16(o.pos[0], &ka)))
-        return rc;
-    if ((rc = load_f16(o.pos[1], &va))) {
+    if ((rc = load_f16(o.pos[1], o.progress, &va))) {
         mf_array_free(&ka);
         return rc;
     }
     rc = 0;
     if (ka.ndim != 3)
-        rc = fail("%s: expected 3 dims [batch*kv_heads, T, D]%s", o.pos[0], "");
+        rc = fail("%s: shape %s, expected 3 dims [batch*kv_heads, T, D]", o.pos[0],
+                  shape_of(&ka, ks, sizeof ks));
     else if (va.ndim != 3 || va.shape[0] != ka.shape[0] || va.shape[1] != ka.shape[1] ||
              va.shape[2] != ka.shape[2])
-        rc = fail("%s: shape differs from %s", o.pos[1], o.pos[0]);
+        rc = fail("%s: shape %s differs from %s's %s; K and V must have the same shape",
+                  o.pos[1], shape_of(&va, vs, sizeof vs), o.pos[0], shape_of(&ka, ks, sizeof ks));
     else if (ka.shape[0] > UINT32_MAX || ka.shape[1] > UINT32_MAX || ka.shape[2] > UINT32_MAX)
-        rc = fail("%s: dims too large%s", o.pos[0], "");
+        rc = fail("%s: dims too large", o.pos[0]);
+    if (!rc)
+        progress(o.progress, "encoding K and V (%llu tokens)", (unsigned long long)ka.shape[1]);
     for (i = 0; !rc && i < 2; i++) {
         mf_ctensor *c = i ? &v : &k;
         st = compress(o.backend, (const uint16_t *)(i ? va.data : ka.data), i ? MF_VALUE : MF_KEY,
@@ -283,6 +403,7 @@ static int cmd_encode(int argc, char **argv) {
     mf_array_free(&va);
     if (rc)
         return rc;
+    progress(o.progress, "writing %s", o.out);
     st = mf_container_save(o.out, &k, &v, &diag);
     mf_ctensor_free(&k);
     mf_ctensor_free(&v);
@@ -291,9 +412,11 @@ static int cmd_encode(int argc, char **argv) {
     return 0;
 }
 
-static int load_cache(const char *path, mf_ctensor *k, mf_ctensor *v) {
+static int load_cache(const char *path, int show, mf_ctensor *k, mf_ctensor *v) {
     mf_diag diag = {{0}};
-    mf_status st = mf_container_load(path, k, v, &diag);
+    mf_status st;
+    progress(show, "reading %s", path);
+    st = mf_container_load(path, k, v, &diag);
     return st == MF_OK ? 0 : fail_st(path, st, &diag);
 }
 
@@ -311,25 +434,23 @@ static mf_array f16_array(uint16_t *data, const mf_desc *d) {
     return a;
 }
 
-static int cmd_decode(int argc, char **argv) {
-    opts o;
+static int cmd_decode(opts o) {
     mf_ctensor k, v;
     uint16_t *kd, *vd;
     mf_diag diag = {{0}};
     mf_status st;
     size_t n;
     int rc;
-    if ((rc = parse_opts(argc, argv, 3, &o)))
-        return rc;
-    if (o.npos != 3)
-        return usage_error("needs CACHE.mfkv K.npy V.npy%s", "");
-    if ((rc = load_cache(o.pos[0], &k, &v)))
+    if ((rc = load_cache(o.pos[0], o.progress, &k, &v)))
         return rc;
     n = (size_t)k.desc.rows * k.desc.tokens * k.desc.dim;
     kd = (uint16_t *)malloc(n * 2);
     vd = (uint16_t *)malloc(n * 2);
+    /* the outputs, fp16, are some times the size of the cache */
+    progress(o.progress || 4 * (uint64_t)n >= PROGRESS_BYTES, "decoding K and V into %s and %s",
+             o.pos[1], o.pos[2]);
     if (!kd || !vd)
-        rc = fail("%s: out of memory%s", o.pos[0], "");
+        rc = fail("%s: out of memory", o.pos[0]);
     else if ((st = mf_decode(MF_BACKEND_CPU, &k, kd, &diag)) != MF_OK ||
              (st = mf_decode(MF_BACKEND_CPU, &v, vd, &diag)) != MF_OK)
         rc = fail_st(o.pos[0], st, &diag);
@@ -373,16 +494,11 @@ static void print_tensor(const char *name, const mf_ctensor *c) {
            2.0 * elems / (double)bytes);
 }
 
-static int cmd_inspect(int argc, char **argv) {
-    opts o;
+static int cmd_inspect(opts o) {
     mf_ctensor k, v;
     const mf_desc *d;
     int rc;
-    if ((rc = parse_opts(argc, argv, 1, &o)))
-        return rc;
-    if (o.npos != 1)
-        return usage_error("needs CACHE.mfkv%s", "");
-    if ((rc = load_cache(o.pos[0], &k, &v)))
+    if ((rc = load_cache(o.pos[0], o.progress, &k, &v)))
         return rc;
     d = &k.desc;
     printf("%s: mustafar container, valid\n", o.pos[0]);
@@ -405,8 +521,7 @@ static int cmd_inspect(int argc, char **argv) {
     return 0;
 }
 
-static int cmd_attend(int argc, char **argv) {
-    opts o;
+static int cmd_attend(opts o) {
     mf_ctensor k, v;
     mf_array qa, out;
     mf_diag diag = {{0}};
@@ -414,13 +529,10 @@ static int cmd_attend(int argc, char **argv) {
     uint32_t group;
     double secs;
     int rc;
-    if ((rc = parse_opts(argc, argv, 2, &o)))
+    char qs[96];
+    if ((rc = load_cache(o.pos[0], o.progress, &k, &v)))
         return rc;
-    if (o.npos != 2 || !o.out)
-        return usage_error("needs CACHE.mfkv Q.npy -o OUT.npy%s", "");
-    if ((rc = load_cache(o.pos[0], &k, &v)))
-        return rc;
-    if ((rc = load_f16(o.pos[1], &qa))) {
+    if ((rc = load_f16(o.pos[1], o.progress, &qa))) {
         mf_ctensor_free(&k);
         mf_ctensor_free(&v);
         return rc;
@@ -428,9 +540,16 @@ static int cmd_attend(int argc, char **argv) {
     memset(&out, 0, sizeof out);
     if (qa.ndim != 2 || qa.shape[1] != k.desc.dim || qa.shape[0] % k.desc.rows ||
         qa.shape[0] == 0)
-        rc = fail("%s: expected shape [batch*q_heads, D] with batch*q_heads a multiple of the "
-                  "cache's batch*kv_heads and D equal to its dim%s",
-                  o.pos[1], "");
+        rc = fail("%s: shape %s, expected shape [batch*q_heads, %u] with batch*q_heads a "
+                  "multiple of %u: %s has %u rows (batch*kv_heads) of dim %u",
+                  o.pos[1], shape_of(&qa, qs, sizeof qs), k.desc.dim, k.desc.rows, o.pos[0],
+                  k.desc.rows, k.desc.dim);
+    else if (qa.shape[0] / k.desc.rows > MAX_GROUP)
+        rc = fail("%s: %llu rows are %llu query heads per KV head of %s (%u rows); attention "
+                  "takes at most %u",
+                  o.pos[1], (unsigned long long)qa.shape[0],
+                  (unsigned long long)(qa.shape[0] / k.desc.rows), o.pos[0], k.desc.rows,
+                  MAX_GROUP);
     group = rc ? 0 : (uint32_t)(qa.shape[0] / k.desc.rows);
     if (!rc) {
         out.dtype = MF_F32;
@@ -439,11 +558,15 @@ static int cmd_attend(int argc, char **argv) {
         out.shape[1] = qa.shape[1];
         out.count = qa.count;
         if (!(out.data = malloc(out.count * sizeof(float))))
-            rc = fail("%s: out of memory%s", o.pos[0], "");
+            rc = fail("%s: out of memory", o.pos[0]);
     }
+    if (!rc)
+        progress(o.progress, "attention of %s over %u tokens", o.pos[1], k.desc.tokens);
+    /* mf_attend has no diag: the message says what it was given */
     if (!rc && (st = attend_on(o.backend, &k, &v, (const uint16_t *)qa.data, group,
                                (float *)out.data, &secs)) != MF_OK)
-        rc = fail_st("attend", st, NULL);
+        rc = fail("%s: attention of %s (%u query heads per KV head): %s", o.pos[0], o.pos[1],
+                  group, mf_strerror(st));
     if (!rc && (st = mf_npy_save(o.out, &out, &diag)) != MF_OK)
         rc = fail_st("write", st, &diag);
     mf_array_free(&out);
@@ -486,9 +609,8 @@ static double time_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16
     return best;
 }
 
-static int cmd_demo(int argc, char **argv) {
+static int cmd_demo(opts o) {
     const uint32_t rows = 8, group = 4, dim = 128;
-    opts o;
     mf_ctensor k, v;
     uint16_t *kd = NULL, *vd = NULL, *q = NULL, *dec = NULL;
     float *ref = NULL, *got = NULL, *viadec = NULL;
@@ -498,9 +620,8 @@ static int cmd_demo(int argc, char **argv) {
     mf_status st;
     double t0, tenc, tc, td, rel, mx;
     uint64_t kb, vb;
-    int rc, same;
-    if ((rc = parse_opts(argc, argv, 0, &o)))
-        return rc;
+    int rc = 0, same;
+    o.progress = 1; /* every phase of the demo is announced */
     n = (size_t)rows * o.tokens * dim;
     memset(&k, 0, sizeof k);
     memset(&v, 0, sizeof v);
@@ -518,11 +639,12 @@ static int cmd_demo(int argc, char **argv) {
     got = (float *)malloc((size_t)rows * group * dim * 4);
     viadec = (float *)malloc((size_t)rows * group * dim * 4);
     if (!kd || !vd || !dec || !q || !ref || !got || !viadec) {
-        rc = fail("out of memory%s%s", "", "");
+        rc = fail("out of memory");
         goto done;
     }
-    fprintf(stderr, "synthesizing %zu MB of fp16 K and V...\n", (2 * n * 2) >> 20);
+    progress(o.progress, "synthesizing %zu MB of fp16 K and V", (2 * n * 2) >> 20);
     mf_synth_layer(42, rows, o.tokens, dim, group, kd, vd, q);
+    progress(o.progress, "encoding K and V (%u tokens)", o.tokens);
     t0 = now();
     if ((st = compress(o.backend, kd, MF_KEY, &o, rows, o.tokens, dim, &k, &diag)) != MF_OK ||
         (st = compress(o.backend, vd, MF_VALUE, &o, rows, o.tokens, dim, &v, &diag)) != MF_OK) {
@@ -537,7 +659,7 @@ static int cmd_demo(int argc, char **argv) {
         rc = fail_st("workspace", st ? st : MF_ERR_NOMEM, NULL);
         goto done;
     }
-    fprintf(stderr, "computing attention...\n");
+    progress(o.progress, "computing attention, and checking it against the decoded cache");
     mf_attend_dense(MF_BACKEND_CPU, kd, vd, rows, o.tokens, dim, q, group, ref, ws, ws_bytes);
     if ((st = mf_attend(MF_BACKEND_CPU, &k, &v, q, group, got, ws, ws_bytes)) != MF_OK) {
         rc = fail_st("attend", st, NULL);
@@ -550,6 +672,7 @@ static int cmd_demo(int argc, char **argv) {
     mf_decode(MF_BACKEND_CPU, &v, vd, NULL);
     mf_attend_dense(MF_BACKEND_CPU, dec, vd, rows, o.tokens, dim, q, group, viadec, ws, ws_bytes);
     same = memcmp(got, viadec, (size_t)rows * group * dim * sizeof *got) == 0;
+    progress(o.progress, "timing attention: 20 repetitions each, compressed and dense");
     tc = time_attend(&k, &v, NULL, NULL, &k.desc, q, group, got, ws, ws_bytes, 20);
     td = time_attend(NULL, NULL, kd, vd, &k.desc, q, group, ref, ws, ws_bytes, 20);
     printf("compressed K+V: %.2f MB of %.2f MB fp16: ratio %.2fx, %.4f bytes/element\n",
@@ -562,9 +685,10 @@ static int cmd_demo(int argc, char **argv) {
     printf("encode: %.1f ms (%.2f GB/s of fp16 input)\n", tenc * 1e3, 4.0 * n / tenc / 1e9);
     printf("attend: compressed %.3f ms, dense fp16 %.3f ms (best of 20)\n", tc * 1e3, td * 1e3);
     if (!same)
-        rc = fail("compressed attention differs from attention on the decoded cache%s%s", "", "");
+        rc = fail("compressed attention differs from attention on the decoded cache");
     if (o.backend == MF_BACKEND_CUDA) { /* the device against the oracle */
         double tg = 0.0;
+        progress(o.progress, "attention on cuda");
         if ((st = attend_on(o.backend, &k, &v, q, group, viadec, &tg)) != MF_OK) {
             rc = fail_st("attend on cuda", st, NULL);
             goto done;
@@ -588,27 +712,126 @@ done:
     return rc;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+/* Refuses an output that is the same file as an input (same device and
+ * inode, so links and other spellings of the path count): writing it
+ * would destroy the input. Returns 0 or an exit code. */
+static int refuse_same_file(const char *out, const char *const *in, int nin) {
+    struct stat so, si;
+    int i;
+    if (stat(out, &so) != 0)
+        return 0; /* a file that does not exist yet is no input */
+    for (i = 0; i < nin; i++)
+        if (stat(in[i], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+            return fail("output %s is the same file as input %s; refusing to overwrite it", out,
+                        in[i]);
+    return 0;
+}
+
+/* Bytes of the files at paths; one that stat() cannot see counts 0. */
+static uint64_t input_bytes(const char *const *paths, int n) {
+    struct stat sb;
+    uint64_t total = 0;
+    int i;
+    for (i = 0; i < n; i++)
+        if (stat(paths[i], &sb) == 0)
+            total += (uint64_t)sb.st_size;
+    return total;
+}
+
+static const command commands[] = {
+    {"encode", "K.npy V.npy -o CACHE.mfkv",
+     "compress one layer's K and V, each [batch*kv_heads, T, D] float16/float32", 2, 2,
+     OPT_OUT | OPT_SPARSITY | OPT_BITS | OPT_LAYOUT | OPT_BACKEND, cmd_encode},
+    {"decode", "CACHE.mfkv K.npy V.npy", "write the decompressed K and V as float16", 3, 1, 0,
+     cmd_decode},
+    {"inspect", "CACHE.mfkv", "dims, sparsity, bytes per element, section sizes", 1, 1, 0,
+     cmd_inspect},
+    {"attend", "CACHE.mfkv Q.npy -o OUT.npy",
+     "decode attention of Q [batch*q_heads, D]; OUT is float32 [batch*q_heads, D]", 2, 2,
+     OPT_OUT | OPT_BACKEND, cmd_attend},
+    {"demo", "",
+     "synthesize a Llama-3-8B-shaped layer (8 KV heads, 32 query heads, D=128,\n"
+     "T=4096 by default), compress it, report ratio, error and timings",
+     0, 0, OPT_TOKENS | OPT_SPARSITY | OPT_BITS | OPT_LAYOUT | OPT_BACKEND, cmd_demo},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* "name args [--opt V]...", then the about lines indented by 8. */
+static void print_command(FILE *f, const command *c) {
+    const char *p, *nl;
+    size_t k;
+    fprintf(f, "%s%s%s", c->name, c->args[0] ? " " : "", c->args);
+    for (k = 0; k < NOPTIONS; k++)
+        if ((c->opts & options[k].bit) && options[k].bit != OPT_OUT)
+            fprintf(f, " [%s %s]", options[k].name, options[k].value);
+    fputc('\n', f);
+    for (p = c->about; (nl = strchr(p, '\n')); p = nl + 1)
+        fprintf(f, "        %.*s\n", (int)(nl - p), p);
+    fprintf(f, "        %s\n", p);
+}
+
+/* The options of mask, then those every command takes. */
+static void print_options(FILE *f, unsigned mask) {
+    char name[32];
+    size_t k;
+    fputs("\noptions:\n", f);
+    for (k = 0; k < NOPTIONS; k++)
+        if (mask & options[k].bit) {
+            snprintf(name, sizeof name, "%s %s", options[k].name, options[k].value);
+            fprintf(f, "  %-13s %s\n", name, options[k].text);
+        }
+    fputs("  -h, --help    this help\n"
+          "  --            ends the options: later arguments are file names\n"
+          "\nThreads: OMP_NUM_THREADS. Inputs of 256 MiB or more, and the demo, announce each\n"
+          "long phase on stderr.\n", f);
+}
+
+static int help(FILE *f, int code) {
+    size_t i;
+    fputs("usage: mustafar <command> [options]\n"
+          "       mustafar <command> --help   the command's arguments and options\n"
+          "\ncommands:\n", f);
+    for (i = 0; i < NCOMMANDS; i++) {
+        fputs("  ", f);
+        print_command(f, &commands[i]);
     }
-    cmd = argv[1];
-    if (strcmp(cmd, "--version") == 0) {
+    print_options(f, ~0u);
+    return code;
+}
+
+int main(int argc, char **argv) {
+    const command *c = commands;
+    opts o;
+    int i, rc;
+    if (argc < 2)
+        return help(stderr, 2);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0)
+        return help(stdout, 0);
+    if (strcmp(argv[1], "--version") == 0) {
         printf("mustafar %d.%d.%d\n", MF_VERSION_MAJOR, MF_VERSION_MINOR, MF_VERSION_PATCH);
         return 0;
     }
-    if (strcmp(cmd, "encode") == 0)
-        return cmd_encode(argc, argv);
-    if (strcmp(cmd, "decode") == 0)
-        return cmd_decode(argc, argv);
-    if (strcmp(cmd, "inspect") == 0)
-        return cmd_inspect(argc, argv);
-    if (strcmp(cmd, "attend") == 0)
-        return cmd_attend(argc, argv);
-    if (strcmp(cmd, "demo") == 0)
-        return cmd_demo(argc, argv);
-    cmd = "mustafar";
-    return usage_error("unknown command %s", argv[1]);
+    while (c < commands + NCOMMANDS && strcmp(c->name, argv[1]))
+        c++;
+    if (c == commands + NCOMMANDS)
+        return usage_error("unknown command %s", argv[1]);
+    cmd = c->name;
+    if ((rc = parse_opts(argc, argv, c, &o)))
+        return rc;
+    if (o.help) {
+        fputs("usage: mustafar ", stdout);
+        print_command(stdout, c);
+        print_options(stdout, c->opts);
+        return 0;
+    }
+    if (o.npos != c->npos || ((c->opts & OPT_OUT) && !o.out))
+        return usage_error("needs %s", c->args);
+    for (i = c->nin; i < o.npos; i++)
+        if ((rc = refuse_same_file(o.pos[i], o.pos, c->nin)))
+            return rc;
+    if (o.out && (rc = refuse_same_file(o.out, o.pos, c->nin)))
+        return rc;
+    o.progress = input_bytes(o.pos, c->nin) >= PROGRESS_BYTES;
+    return c->run(o);
 }
