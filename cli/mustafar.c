@@ -611,20 +611,22 @@ static double time_attend(const mf_ctensor *k, const mf_ctensor *v, const uint16
 
 static int cmd_demo(opts o) {
     const uint32_t rows = 8, group = 4, dim = 128;
-    mf_ctensor k, v;
+    mf_ctensor k, v, k0, v0;
     uint16_t *kd = NULL, *vd = NULL, *q = NULL, *dec = NULL;
     float *ref = NULL, *got = NULL, *viadec = NULL;
     void *ws = NULL;
     size_t n, ws_bytes = 0;
     mf_diag diag = {{0}};
     mf_status st;
-    double t0, tenc, tc, td, rel, mx;
+    double t0, tenc, tc, td, rel, mx, rel0 = 0.0, mx0 = 0.0;
     uint64_t kb, vb;
     int rc = 0, same;
     o.progress = 1; /* every phase of the demo is announced */
     n = (size_t)rows * o.tokens * dim;
     memset(&k, 0, sizeof k);
     memset(&v, 0, sizeof v);
+    memset(&k0, 0, sizeof k0);
+    memset(&v0, 0, sizeof v0);
     printf("mustafar demo: Llama-3-8B-shaped layer, 8 KV heads, 32 query heads, D=128, T=%u\n",
            o.tokens);
     printf("sparsity %.2f, %s, %s layout, backend %s, %d threads\n", o.sparsity,
@@ -666,6 +668,17 @@ static int cmd_demo(opts o) {
         goto done;
     }
     compare(got, ref, (size_t)rows * group * dim, &rel, &mx);
+    if (o.bits) { /* the error of pruning alone, for comparison: fp16 nonzeros */
+        opts p = o;
+        p.bits = 0;
+        if ((st = compress(o.backend, kd, MF_KEY, &p, rows, o.tokens, dim, &k0, &diag)) != MF_OK ||
+            (st = compress(o.backend, vd, MF_VALUE, &p, rows, o.tokens, dim, &v0, &diag)) != MF_OK ||
+            (st = mf_attend(MF_BACKEND_CPU, &k0, &v0, q, group, viadec, ws, ws_bytes)) != MF_OK) {
+            rc = fail_st("encode without codes", st, &diag);
+            goto done;
+        }
+        compare(viadec, ref, (size_t)rows * group * dim, &rel0, &mx0);
+    }
     /* The oracle's own check: attention on the compressed cache equals
      * dense attention on the decoded cache, bit for bit. */
     mf_decode(MF_BACKEND_CPU, &k, dec, NULL);
@@ -680,6 +693,9 @@ static int cmd_demo(opts o) {
            (double)(kb + vb) / (2.0 * n));
     printf("attention error vs dense fp32 attention on the unpruned cache: relative L2 %.4f, "
            "max abs %.4f\n", rel, mx);
+    if (o.bits)
+        printf("  pruning alone (fp16 nonzeros, no codes) gives relative L2 %.4f, max abs %.4f\n",
+               rel0, mx0);
     printf("compressed attention vs dense attention on the decoded cache: %s\n",
            same ? "bit-identical" : "DIFFERENT");
     printf("encode: %.1f ms (%.2f GB/s of fp16 input)\n", tenc * 1e3, 4.0 * n / tenc / 1e9);
@@ -709,6 +725,8 @@ done:
     free(ws);
     mf_ctensor_free(&k);
     mf_ctensor_free(&v);
+    mf_ctensor_free(&k0);
+    mf_ctensor_free(&v0);
     return rc;
 }
 

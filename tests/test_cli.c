@@ -420,7 +420,8 @@ Test(cli, cuda_absent_is_a_clear_error) {
 
 Test(cli, demo_runs_small) {
     cr_assert_eq(cli("demo --tokens 200"), 0, "%s", out);
-    cr_assert(strstr(out, "ratio") && strstr(out, "bit-identical"), "%s", out);
+    cr_assert(strstr(out, "ratio") && strstr(out, "bit-identical") && strstr(out, "pruning alone"),
+              "%s", out);
     /* each long phase is announced before it starts */
     cr_assert(strstr(out, "encoding K and V (200 tokens)...\n"), "%s", out);
     cr_assert(strstr(out, "timing attention: 20 repetitions"), "%s", out);
