@@ -38,8 +38,23 @@ static mf_status parse_header(const char *h, const char *end, mf_array *a, mf_di
     if (end - p >= 5 && (p[0] == '\'' || p[0] == '"') && p[4] == p[0] && p[1] == '<' &&
         p[2] == 'f' && (p[3] == '2' || p[3] == '4'))
         a->dtype = p[3] == '2' ? MF_F16 : MF_F32;
-    else
-        return mf__fail(diag, MF_ERR_DTYPE, ".npy descr is not '<f2' (float16) or '<f4' (float32)");
+    else {
+        /* Name the file's dtype: up to 16 printable characters of a
+         * quoted descr (inside the header), else nothing. */
+        char got[17];
+        int n = 0;
+        if (p < end && (p[0] == '\'' || p[0] == '"'))
+            while (n < 16 && p + 1 + n < end && p[1 + n] != p[0] && p[1 + n] >= ' ' &&
+                   p[1 + n] <= '~') {
+                got[n] = p[1 + n];
+                n++;
+            }
+        got[n] = 0;
+        if (!n)
+            return mf__fail(diag, MF_ERR_DTYPE, ".npy descr is not '<f2' (float16) or '<f4' (float32)");
+        return mf__fail(diag, MF_ERR_DTYPE, ".npy descr is '%s', not '<f2' (float16) or '<f4' (float32)",
+                        got);
+    }
     if (!(p = find_key(h, end, "fortran_order")))
         return mf__fail(diag, MF_ERR_HEADER, ".npy header has no 'fortran_order'");
     if (end - p >= 5 && memcmp(p, "False", 5) == 0)
