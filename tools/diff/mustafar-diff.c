@@ -16,6 +16,8 @@
  * any CUDA call, and sums their tables.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <limits.h>
@@ -941,43 +943,107 @@ static void add_report(ctx *c, const report *r) {
     c->gpu |= r->gpu;
 }
 
+#define MAX_JOBS 64
+/* Case indices are printed as long long, fixed ones below zero. */
+#define MAX_CASES ((uint64_t)LLONG_MAX - NFIXED)
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: mustafar-diff [--cases N] [--seed S] [--max-tokens T] [--case I] [--jobs J] "
+               "[--bench]\n"
+               "  --cases N       random cases after the %u fixed ones (default 10000)\n"
+               "  --seed S        the seed the random cases come from (default 1)\n"
+               "  --max-tokens T  longest history, 1 to %u (default 131072)\n"
+               "  --case I        only case I, as a reproduce line names it\n"
+               "  --jobs J        worker processes, 1 to %d (default 1)\n"
+               "  --bench         time one batch-8 layer instead (needs a GPU)\n"
+               "exit status: 0 all checks passed, 1 failed, 2 usage error\n",
+            (unsigned)NFIXED, (unsigned)UINT32_MAX, MAX_JOBS);
+}
+
+/* v as decimal digits alone, in [lo, hi]: strtoull would take a sign,
+ * spaces, or no digits at all. */
+static int whole(const char *v, uint64_t lo, uint64_t hi, uint64_t *out) {
+    char *end;
+    unsigned long long x;
+    if (!isdigit((unsigned char)v[0]))
+        return 0;
+    errno = 0;
+    x = strtoull(v, &end, 10);
+    if (*end || errno || x < lo || x > hi)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+/* Option opt's value v (NULL: none given); else says what it wants. */
+static int value(const char *opt, const char *v, uint64_t lo, uint64_t hi, uint64_t *out) {
+    if (v && whole(v, lo, hi, out))
+        return 1;
+    fprintf(stderr, "mustafar-diff: %s wants a whole number from %llu to %llu%s%s\n", opt,
+            (unsigned long long)lo, (unsigned long long)hi, v ? ", not " : "", v ? v : "");
+    return 0;
+}
+
+/* --case I: random case I >= 0, or fixed case -1 to -NFIXED. */
+static int case_value(const char *v, long long *only) {
+    uint64_t x;
+    int neg = v && v[0] == '-';
+    if (v && whole(v + neg, neg, neg ? NFIXED : MAX_CASES - 1, &x)) {
+        *only = neg ? -(long long)x : (long long)x;
+        return 1;
+    }
+    fprintf(stderr, "mustafar-diff: --case wants a random case 0 to %llu or a fixed case -1 to "
+                    "-%u%s%s\n", (unsigned long long)(MAX_CASES - 1), (unsigned)NFIXED,
+            v ? ", not " : "", v ? v : "");
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    uint64_t cases = 10000, seed = 1;
+    uint64_t cases = 10000, seed = 1, x = 0;
     uint32_t max_tokens = 131072;
     long long only = LLONG_MIN;
-    int a, o, j, jobs = 1, bad = 0, fds[64];
+    int a, o, j, jobs = 1, bad = 0, timing = 0, fds[MAX_JOBS];
     double t0 = mf_now();
     ctx c;
     setvbuf(stdout, NULL, _IOLBF, 0); /* workers' lines stay whole */
     memset(&c, 0, sizeof c);
     for (a = 1; a < argc; a++) {
-        const char *v = a + 1 < argc ? argv[a + 1] : NULL;
-        if (!strcmp(argv[a], "--bench")) {
-            if (!mf_backend_available(MF_BACKEND_CUDA)) {
-                printf("bench skipped: no GPU (%s)\n", "mf_backend_available(cuda) is 0");
-                return 0;
-            }
-            return bench();
-        } else if (v && !strcmp(argv[a], "--cases")) {
-            cases = strtoull(v, NULL, 10), a++;
-        } else if (v && !strcmp(argv[a], "--seed")) {
-            seed = strtoull(v, NULL, 10), a++;
-        } else if (v && !strcmp(argv[a], "--max-tokens")) {
-            max_tokens = (uint32_t)strtoul(v, NULL, 10), a++;
-        } else if (v && !strcmp(argv[a], "--case")) {
-            only = strtoll(v, NULL, 10), a++;
-        } else if (v && !strcmp(argv[a], "--jobs")) {
-            jobs = atoi(v), a++;
+        const char *opt = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
+        int ok;
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(opt, "--bench")) {
+            timing = 1;
+            continue;
+        } else if (!strcmp(opt, "--cases")) {
+            ok = value(opt, v, 0, MAX_CASES, &cases);
+        } else if (!strcmp(opt, "--seed")) {
+            ok = value(opt, v, 0, UINT64_MAX, &seed);
+        } else if (!strcmp(opt, "--max-tokens")) {
+            ok = value(opt, v, 1, UINT32_MAX, &x);
+            max_tokens = (uint32_t)x;
+        } else if (!strcmp(opt, "--case")) {
+            ok = case_value(v, &only);
+        } else if (!strcmp(opt, "--jobs")) {
+            ok = value(opt, v, 1, MAX_JOBS, &x);
+            jobs = (int)x;
         } else {
-            fprintf(stderr, "usage: mustafar-diff [--cases N] [--seed S] [--max-tokens T] "
-                            "[--case I] [--jobs J] [--bench]\n");
+            fprintf(stderr, "mustafar-diff: unknown option %s\n", opt);
+            usage(stderr);
             return 2;
         }
+        if (!ok)
+            return 2;
+        a++;
     }
-    if (max_tokens < 1)
-        max_tokens = 1;
-    if (jobs < 1 || jobs > 64)
-        jobs = 1;
+    if (timing) {
+        if (!mf_backend_available(MF_BACKEND_CUDA)) {
+            printf("bench skipped: no GPU (%s)\n", "mf_backend_available(cuda) is 0");
+            return 0;
+        }
+        return bench();
+    }
     c.seed = seed;
     printf("mustafar-diff: seed %llu, %llu random cases + %u fixed, max tokens %u, %d jobs\n",
            (unsigned long long)seed, (unsigned long long)cases, (unsigned)NFIXED, max_tokens, jobs);
