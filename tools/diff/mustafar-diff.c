@@ -13,7 +13,8 @@
  *   mustafar-diff [--cases N] [--seed S] [--max-tokens T] [--case I] [--jobs J] [--bench]
  *
  * --jobs J runs J worker processes (case i in worker i % J), forked before
- * any CUDA call, and sums their tables.
+ * any CUDA call, and sums their tables. --case I runs the one case that a
+ * reproduce line names: random case I from 0, fixed ones -1, -2, ...
  */
 #define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
@@ -186,20 +187,31 @@ typedef struct stats {
 /* Failed calls that are no comparison (a case that could not run). */
 static uint64_t errors;
 
+#define DEFAULT_MAX_TOKENS 131072
+
 typedef struct ctx {
     stats st[NOPS];
     int gpu;
     uint64_t seed;
+    uint32_t max_tokens; /* random cases' tokens depend on it */
     long long index; /* case index; negative: fixed case -index-1 */
     const kase *k;
 } ctx;
 
-static void violation(ctx *c, enum op op, const char *what) {
-    c->st[op].violations++;
-    printf("VIOLATION %s: %s\n  reproduce: mustafar-diff --seed %llu --case %lld\n  ", op_name[op],
-           what, (unsigned long long)c->seed, c->index);
+/* The command that runs c's case alone, and its shape. */
+static void print_reproduce(const ctx *c) {
+    printf("  reproduce: mustafar-diff --seed %llu --case %lld", (unsigned long long)c->seed, c->index);
+    if (c->max_tokens != DEFAULT_MAX_TOKENS)
+        printf(" --max-tokens %u", c->max_tokens);
+    printf("\n  ");
     print_case(stdout, c->k);
     printf("\n");
+}
+
+static void violation(ctx *c, enum op op, const char *what) {
+    c->st[op].violations++;
+    printf("VIOLATION %s: %s\n", op_name[op], what);
+    print_reproduce(c);
 }
 
 /* Bitwise comparison of outputs: one case. */
@@ -421,10 +433,8 @@ typedef struct bufs { /* backend arrays of one case */
     do {                                                                                    \
         mf_status st_ = (x);                                                                \
         if (st_ != MF_OK) {                                                                 \
-            printf("ERROR %s at %s:%d: %s\n  reproduce: mustafar-diff --seed %llu --case %lld\n  ", \
-                   #x, __FILE__, __LINE__, mf_strerror(st_), (unsigned long long)c->seed, c->index); \
-            print_case(stdout, c->k);                                                       \
-            printf("\n");                                                                   \
+            printf("ERROR %s at %s:%d: %s\n", #x, __FILE__, __LINE__, mf_strerror(st_));   \
+            print_reproduce(c);                                                             \
             errors++;                                                                       \
             goto out;                                                                       \
         }                                                                                   \
@@ -901,17 +911,19 @@ static int bench(void) {
     return 0;
 }
 
-/* Runs the cases of shard `shard` of `shards` into c. */
-static void run_shard(ctx *c, uint64_t cases, uint32_t max_tokens, long long only, int shard,
-                      int shards, double t0) {
-    uint64_t idx;
-    for (idx = 0; idx < NFIXED + cases; idx++) {
+/* Runs the cases of shard `shard` of `shards` into c: the fixed ones and
+ * `cases` random ones, or case `only` alone (LLONG_MIN: all). */
+static void run_shard(ctx *c, uint64_t cases, long long only, int shard, int shards, double t0) {
+    uint64_t idx, first = 0, end = NFIXED + cases;
+    if (only != LLONG_MIN)
+        first = only < 0 ? (uint64_t)(-only - 1) : NFIXED + (uint64_t)only, end = first + 1;
+    for (idx = first; idx < end; idx++) {
         kase k;
         long long index = idx < NFIXED ? -(long long)idx - 1 : (long long)(idx - NFIXED);
-        if ((only != LLONG_MIN && only != index) || (int)(idx % (uint64_t)shards) != shard)
+        if ((int)(idx % (uint64_t)shards) != shard)
             continue;
-        k = idx < NFIXED ? fixed[idx] : make_case(c->seed, idx - NFIXED, max_tokens);
-        if (k.tokens > max_tokens)
+        k = idx < NFIXED ? fixed[idx] : make_case(c->seed, idx - NFIXED, c->max_tokens);
+        if (k.tokens > c->max_tokens)
             continue;
         c->k = &k;
         c->index = index;
@@ -952,12 +964,13 @@ static void usage(FILE *f) {
                "[--bench]\n"
                "  --cases N       random cases after the %u fixed ones (default 10000)\n"
                "  --seed S        the seed the random cases come from (default 1)\n"
-               "  --max-tokens T  longest history, 1 to %u (default 131072)\n"
-               "  --case I        only case I, as a reproduce line names it\n"
+               "  --max-tokens T  longest history, 1 to %u (default %u)\n"
+               "  --case I        only case I of the seed, as a reproduce line names it:\n"
+               "                  random cases from 0, fixed ones -1 to -%u\n"
                "  --jobs J        worker processes, 1 to %d (default 1)\n"
                "  --bench         time one batch-8 layer instead (needs a GPU)\n"
                "exit status: 0 all checks passed, 1 failed, 2 usage error\n",
-            (unsigned)NFIXED, (unsigned)UINT32_MAX, MAX_JOBS);
+            (unsigned)NFIXED, (unsigned)UINT32_MAX, DEFAULT_MAX_TOKENS, (unsigned)NFIXED, MAX_JOBS);
 }
 
 /* v as decimal digits alone, in [lo, hi]: strtoull would take a sign,
@@ -1000,9 +1013,9 @@ static int case_value(const char *v, long long *only) {
 
 int main(int argc, char **argv) {
     uint64_t cases = 10000, seed = 1, x = 0;
-    uint32_t max_tokens = 131072;
+    uint32_t max_tokens = DEFAULT_MAX_TOKENS;
     long long only = LLONG_MIN;
-    int a, o, j, jobs = 1, bad = 0, timing = 0, fds[MAX_JOBS];
+    int a, o, j, jobs = 1, bad = 0, timing = 0, cases_set = 0, fds[MAX_JOBS];
     double t0 = mf_now();
     ctx c;
     setvbuf(stdout, NULL, _IOLBF, 0); /* workers' lines stay whole */
@@ -1018,6 +1031,7 @@ int main(int argc, char **argv) {
             continue;
         } else if (!strcmp(opt, "--cases")) {
             ok = value(opt, v, 0, MAX_CASES, &cases);
+            cases_set = 1;
         } else if (!strcmp(opt, "--seed")) {
             ok = value(opt, v, 0, UINT64_MAX, &seed);
         } else if (!strcmp(opt, "--max-tokens")) {
@@ -1037,6 +1051,17 @@ int main(int argc, char **argv) {
             return 2;
         a++;
     }
+    /* --case alone runs any case of the seed; with --cases, one of the run */
+    if (only >= 0 && cases_set && (uint64_t)only >= cases) {
+        fprintf(stderr, "mustafar-diff: --case %lld is outside --cases %llu (random cases count "
+                        "from 0)\n", only, (unsigned long long)cases);
+        return 2;
+    }
+    if (only < 0 && only != LLONG_MIN && fixed[-only - 1].tokens > max_tokens) {
+        fprintf(stderr, "mustafar-diff: fixed case %lld has %u tokens, over --max-tokens %u\n", only,
+                fixed[-only - 1].tokens, max_tokens);
+        return 2;
+    }
     if (timing) {
         if (!mf_backend_available(MF_BACKEND_CUDA)) {
             printf("bench skipped: no GPU (%s)\n", "mf_backend_available(cuda) is 0");
@@ -1045,8 +1070,13 @@ int main(int argc, char **argv) {
         return bench();
     }
     c.seed = seed;
-    printf("mustafar-diff: seed %llu, %llu random cases + %u fixed, max tokens %u, %d jobs\n",
-           (unsigned long long)seed, (unsigned long long)cases, (unsigned)NFIXED, max_tokens, jobs);
+    if (only != LLONG_MIN)
+        printf("mustafar-diff: seed %llu, case %lld, max tokens %u, %d jobs\n",
+               (unsigned long long)seed, only, max_tokens, jobs);
+    else
+        printf("mustafar-diff: seed %llu, %llu random cases + %u fixed, max tokens %u, %d jobs\n",
+               (unsigned long long)seed, (unsigned long long)cases, (unsigned)NFIXED, max_tokens,
+               jobs);
     fflush(stdout);
     for (j = 0; j < jobs; j++) {
         int fd[2];
@@ -1064,8 +1094,9 @@ int main(int argc, char **argv) {
             omp_set_num_threads(omp_get_num_procs() / jobs > 0 ? omp_get_num_procs() / jobs : 1);
 #endif
             w.seed = seed;
+            w.max_tokens = max_tokens;
             w.gpu = mf_backend_available(MF_BACKEND_CUDA);
-            run_shard(&w, cases, max_tokens, only, j, jobs, t0);
+            run_shard(&w, cases, only, j, jobs, t0);
             memcpy(r.st, w.st, sizeof r.st);
             r.errors = errors;
             r.gpu = w.gpu;
