@@ -23,6 +23,17 @@ echo "== 2-bit code thresholds against the codes, every fp16 scale and zero"
 echo "== differential harness, CPU-only part (GPU rows: skipped: no GPU)"
 ./build/tools/mustafar-diff --cases 300 --seed 1 --jobs "$JOBS"
 
+echo "== mustafar-diff: a bad option value exits 2, a run that checks nothing 1"
+for args in "--cases abc" "--jobs 0" "--seed -1" "--case N" "--cases 5 --case 5"; do
+  rc=0; ./build/tools/mustafar-diff $args >/dev/null 2>&1 || rc=$?
+  [ "$rc" = 2 ] || { echo "mustafar-diff $args: exit $rc, want 2"; exit 1; }
+done
+# fixed case -11 holds a NaN or infinity: without a GPU it has no checks
+rc=0; out=$(./build/tools/mustafar-diff --case -11) || rc=$?
+if echo "$out" | grep -q '^GPU: no' && [ "$rc" != 1 ]; then
+  echo "mustafar-diff --case -11 without a GPU: exit $rc, want 1"; exit 1
+fi
+
 echo "== portable build (no AVX2: the scalar paths) and tests"
 # tests/test_golden.c pins encoder bytes and attention bits: both builds
 # must produce the same, so the SIMD and scalar paths agree bit for bit.

@@ -8,14 +8,18 @@
  *   validate  corrupted tensors: the device validator's status == mf_validate's
  *   self      CPU only: attend(compressed) == attend_dense(decode), bitwise
  * A table per operation follows; any violation prints the seed and shape
- * and makes the exit status 1. Without a GPU only the CPU parts run.
+ * and makes the exit status 1, as does a run that checked nothing (2: a
+ * usage error). Without a GPU only the CPU parts run.
  *
  *   mustafar-diff [--cases N] [--seed S] [--max-tokens T] [--case I] [--jobs J] [--bench]
  *
  * --jobs J runs J worker processes (case i in worker i % J), forked before
- * any CUDA call, and sums their tables.
+ * any CUDA call, and sums their tables. --case I runs the one case that a
+ * reproduce line names: random case I from 0, fixed ones -1, -2, ...
  */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <limits.h>
@@ -184,20 +188,31 @@ typedef struct stats {
 /* Failed calls that are no comparison (a case that could not run). */
 static uint64_t errors;
 
+#define DEFAULT_MAX_TOKENS 131072
+
 typedef struct ctx {
     stats st[NOPS];
     int gpu;
     uint64_t seed;
+    uint32_t max_tokens; /* random cases' tokens depend on it */
     long long index; /* case index; negative: fixed case -index-1 */
     const kase *k;
 } ctx;
 
-static void violation(ctx *c, enum op op, const char *what) {
-    c->st[op].violations++;
-    printf("VIOLATION %s: %s\n  reproduce: mustafar-diff --seed %llu --case %lld\n  ", op_name[op],
-           what, (unsigned long long)c->seed, c->index);
+/* The command that runs c's case alone, and its shape. */
+static void print_reproduce(const ctx *c) {
+    printf("  reproduce: mustafar-diff --seed %llu --case %lld", (unsigned long long)c->seed, c->index);
+    if (c->max_tokens != DEFAULT_MAX_TOKENS)
+        printf(" --max-tokens %u", c->max_tokens);
+    printf("\n  ");
     print_case(stdout, c->k);
     printf("\n");
+}
+
+static void violation(ctx *c, enum op op, const char *what) {
+    c->st[op].violations++;
+    printf("VIOLATION %s: %s\n", op_name[op], what);
+    print_reproduce(c);
 }
 
 /* Bitwise comparison of outputs: one case. */
@@ -419,10 +434,8 @@ typedef struct bufs { /* backend arrays of one case */
     do {                                                                                    \
         mf_status st_ = (x);                                                                \
         if (st_ != MF_OK) {                                                                 \
-            printf("ERROR %s at %s:%d: %s\n  reproduce: mustafar-diff --seed %llu --case %lld\n  ", \
-                   #x, __FILE__, __LINE__, mf_strerror(st_), (unsigned long long)c->seed, c->index); \
-            print_case(stdout, c->k);                                                       \
-            printf("\n");                                                                   \
+            printf("ERROR %s at %s:%d: %s\n", #x, __FILE__, __LINE__, mf_strerror(st_));   \
+            print_reproduce(c);                                                             \
             errors++;                                                                       \
             goto out;                                                                       \
         }                                                                                   \
@@ -899,17 +912,19 @@ static int bench(void) {
     return 0;
 }
 
-/* Runs the cases of shard `shard` of `shards` into c. */
-static void run_shard(ctx *c, uint64_t cases, uint32_t max_tokens, long long only, int shard,
-                      int shards, double t0) {
-    uint64_t idx;
-    for (idx = 0; idx < NFIXED + cases; idx++) {
+/* Runs the cases of shard `shard` of `shards` into c: the fixed ones and
+ * `cases` random ones, or case `only` alone (LLONG_MIN: all). */
+static void run_shard(ctx *c, uint64_t cases, long long only, int shard, int shards, double t0) {
+    uint64_t idx, first = 0, end = NFIXED + cases;
+    if (only != LLONG_MIN)
+        first = only < 0 ? (uint64_t)(-only - 1) : NFIXED + (uint64_t)only, end = first + 1;
+    for (idx = first; idx < end; idx++) {
         kase k;
         long long index = idx < NFIXED ? -(long long)idx - 1 : (long long)(idx - NFIXED);
-        if ((only != LLONG_MIN && only != index) || (int)(idx % (uint64_t)shards) != shard)
+        if ((int)(idx % (uint64_t)shards) != shard)
             continue;
-        k = idx < NFIXED ? fixed[idx] : make_case(c->seed, idx - NFIXED, max_tokens);
-        if (k.tokens > max_tokens)
+        k = idx < NFIXED ? fixed[idx] : make_case(c->seed, idx - NFIXED, c->max_tokens);
+        if (k.tokens > c->max_tokens)
             continue;
         c->k = &k;
         c->index = index;
@@ -941,46 +956,129 @@ static void add_report(ctx *c, const report *r) {
     c->gpu |= r->gpu;
 }
 
+#define MAX_JOBS 64
+/* Case indices are printed as long long, fixed ones below zero. */
+#define MAX_CASES ((uint64_t)LLONG_MAX - NFIXED)
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: mustafar-diff [--cases N] [--seed S] [--max-tokens T] [--case I] [--jobs J] "
+               "[--bench]\n"
+               "  --cases N       random cases after the %u fixed ones (default 10000)\n"
+               "  --seed S        the seed the random cases come from (default 1)\n"
+               "  --max-tokens T  longest history, 1 to %u (default %u)\n"
+               "  --case I        only case I of the seed, as a reproduce line names it:\n"
+               "                  random cases from 0, fixed ones -1 to -%u\n"
+               "  --jobs J        worker processes, 1 to %d (default 1)\n"
+               "  --bench         time one batch-8 layer instead (needs a GPU)\n"
+               "exit status: 0 all checks passed, 1 failed, 2 usage error\n",
+            (unsigned)NFIXED, (unsigned)UINT32_MAX, DEFAULT_MAX_TOKENS, (unsigned)NFIXED, MAX_JOBS);
+}
+
+/* v as decimal digits alone, in [lo, hi]: strtoull would take a sign,
+ * spaces, or no digits at all. */
+static int whole(const char *v, uint64_t lo, uint64_t hi, uint64_t *out) {
+    char *end;
+    unsigned long long x;
+    if (!isdigit((unsigned char)v[0]))
+        return 0;
+    errno = 0;
+    x = strtoull(v, &end, 10);
+    if (*end || errno || x < lo || x > hi)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+/* Option opt's value v (NULL: none given); else says what it wants. */
+static int value(const char *opt, const char *v, uint64_t lo, uint64_t hi, uint64_t *out) {
+    if (v && whole(v, lo, hi, out))
+        return 1;
+    fprintf(stderr, "mustafar-diff: %s wants a whole number from %llu to %llu%s%s\n", opt,
+            (unsigned long long)lo, (unsigned long long)hi, v ? ", not " : "", v ? v : "");
+    return 0;
+}
+
+/* --case I: random case I >= 0, or fixed case -1 to -NFIXED. */
+static int case_value(const char *v, long long *only) {
+    uint64_t x;
+    int neg = v && v[0] == '-';
+    if (v && whole(v + neg, neg, neg ? NFIXED : MAX_CASES - 1, &x)) {
+        *only = neg ? -(long long)x : (long long)x;
+        return 1;
+    }
+    fprintf(stderr, "mustafar-diff: --case wants a random case 0 to %llu or a fixed case -1 to "
+                    "-%u%s%s\n", (unsigned long long)(MAX_CASES - 1), (unsigned)NFIXED,
+            v ? ", not " : "", v ? v : "");
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    uint64_t cases = 10000, seed = 1;
-    uint32_t max_tokens = 131072;
+    uint64_t cases = 10000, seed = 1, x = 0;
+    uint32_t max_tokens = DEFAULT_MAX_TOKENS;
     long long only = LLONG_MIN;
-    int a, o, j, jobs = 1, bad = 0, fds[64];
+    uint64_t checked = 0;
+    int a, o, j, jobs = 1, bad = 0, timing = 0, cases_set = 0, fds[MAX_JOBS];
     double t0 = mf_now();
     ctx c;
     setvbuf(stdout, NULL, _IOLBF, 0); /* workers' lines stay whole */
     memset(&c, 0, sizeof c);
     for (a = 1; a < argc; a++) {
-        const char *v = a + 1 < argc ? argv[a + 1] : NULL;
-        if (!strcmp(argv[a], "--bench")) {
-            if (!mf_backend_available(MF_BACKEND_CUDA)) {
-                printf("bench skipped: no GPU (%s)\n", "mf_backend_available(cuda) is 0");
-                return 0;
-            }
-            return bench();
-        } else if (v && !strcmp(argv[a], "--cases")) {
-            cases = strtoull(v, NULL, 10), a++;
-        } else if (v && !strcmp(argv[a], "--seed")) {
-            seed = strtoull(v, NULL, 10), a++;
-        } else if (v && !strcmp(argv[a], "--max-tokens")) {
-            max_tokens = (uint32_t)strtoul(v, NULL, 10), a++;
-        } else if (v && !strcmp(argv[a], "--case")) {
-            only = strtoll(v, NULL, 10), a++;
-        } else if (v && !strcmp(argv[a], "--jobs")) {
-            jobs = atoi(v), a++;
+        const char *opt = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
+        int ok;
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(opt, "--bench")) {
+            timing = 1;
+            continue;
+        } else if (!strcmp(opt, "--cases")) {
+            ok = value(opt, v, 0, MAX_CASES, &cases);
+            cases_set = 1;
+        } else if (!strcmp(opt, "--seed")) {
+            ok = value(opt, v, 0, UINT64_MAX, &seed);
+        } else if (!strcmp(opt, "--max-tokens")) {
+            ok = value(opt, v, 1, UINT32_MAX, &x);
+            max_tokens = (uint32_t)x;
+        } else if (!strcmp(opt, "--case")) {
+            ok = case_value(v, &only);
+        } else if (!strcmp(opt, "--jobs")) {
+            ok = value(opt, v, 1, MAX_JOBS, &x);
+            jobs = (int)x;
         } else {
-            fprintf(stderr, "usage: mustafar-diff [--cases N] [--seed S] [--max-tokens T] "
-                            "[--case I] [--jobs J] [--bench]\n");
+            fprintf(stderr, "mustafar-diff: unknown option %s\n", opt);
+            usage(stderr);
             return 2;
         }
+        if (!ok)
+            return 2;
+        a++;
     }
-    if (max_tokens < 1)
-        max_tokens = 1;
-    if (jobs < 1 || jobs > 64)
-        jobs = 1;
+    /* --case alone runs any case of the seed; with --cases, one of the run */
+    if (only >= 0 && cases_set && (uint64_t)only >= cases) {
+        fprintf(stderr, "mustafar-diff: --case %lld is outside --cases %llu (random cases count "
+                        "from 0)\n", only, (unsigned long long)cases);
+        return 2;
+    }
+    if (only < 0 && only != LLONG_MIN && fixed[-only - 1].tokens > max_tokens) {
+        fprintf(stderr, "mustafar-diff: fixed case %lld has %u tokens, over --max-tokens %u\n", only,
+                fixed[-only - 1].tokens, max_tokens);
+        return 2;
+    }
+    if (timing) {
+        if (!mf_backend_available(MF_BACKEND_CUDA)) {
+            printf("bench skipped: no GPU (%s)\n", "mf_backend_available(cuda) is 0");
+            return 0;
+        }
+        return bench();
+    }
     c.seed = seed;
-    printf("mustafar-diff: seed %llu, %llu random cases + %u fixed, max tokens %u, %d jobs\n",
-           (unsigned long long)seed, (unsigned long long)cases, (unsigned)NFIXED, max_tokens, jobs);
+    if (only != LLONG_MIN)
+        printf("mustafar-diff: seed %llu, case %lld, max tokens %u, %d jobs\n",
+               (unsigned long long)seed, only, max_tokens, jobs);
+    else
+        printf("mustafar-diff: seed %llu, %llu random cases + %u fixed, max tokens %u, %d jobs\n",
+               (unsigned long long)seed, (unsigned long long)cases, (unsigned)NFIXED, max_tokens,
+               jobs);
     fflush(stdout);
     for (j = 0; j < jobs; j++) {
         int fd[2];
@@ -998,8 +1096,9 @@ int main(int argc, char **argv) {
             omp_set_num_threads(omp_get_num_procs() / jobs > 0 ? omp_get_num_procs() / jobs : 1);
 #endif
             w.seed = seed;
+            w.max_tokens = max_tokens;
             w.gpu = mf_backend_available(MF_BACKEND_CUDA);
-            run_shard(&w, cases, max_tokens, only, j, jobs, t0);
+            run_shard(&w, cases, only, j, jobs, t0);
             memcpy(r.st, w.st, sizeof r.st);
             r.errors = errors;
             r.gpu = w.gpu;
@@ -1031,6 +1130,7 @@ int main(int argc, char **argv) {
         const stats *s = &c.st[o];
         int gpu_op = o != OP_SELF && o != OP_EXACT;
         bad |= s->violations != 0;
+        checked += s->cases;
         if (gpu_op && !c.gpu) {
             printf("%-14s skipped: no GPU\n", op_name[o]);
             continue;
@@ -1055,7 +1155,12 @@ int main(int argc, char **argv) {
                    c.st[o].worst_case);
     if (errors)
         printf("%llu cases could not run (ERROR lines above)\n", (unsigned long long)errors);
-    bad |= errors != 0;
+    /* without a GPU, a case whose input the CPU encoder rejects (a NaN
+     * or infinity) has only GPU checks: a run of such cases proves nothing */
+    if (!checked)
+        printf("no check ran%s\n", c.gpu ? "" : " (without a GPU, a case with a NaN or infinity "
+                                                 "in its input has none)");
+    bad |= errors != 0 || !checked;
     printf("%.1f s; %s\n", mf_now() - t0, bad ? "FAILED: see above" : "all checks passed");
     return bad;
 }
