@@ -22,7 +22,12 @@ static const char *cmd = NULL;
 
 /* Prints "mustafar: <command>: <message>" and returns code: 1 for a
  * failure (fail), 2 for a usage error (usage_error, which adds a hint). */
-static int complain(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#ifdef __GNUC__ /* printf-style arguments checked where the compiler can */
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTF_LIKE(f, a)
+#endif
+static int complain(int code, const char *fmt, ...) PRINTF_LIKE(2, 3);
 static int complain(int code, const char *fmt, ...) {
     va_list ap;
     fputs("mustafar: ", stderr);
@@ -44,7 +49,7 @@ static int complain(int code, const char *fmt, ...) {
 #define PROGRESS_BYTES (UINT64_C(256) << 20)
 
 /* "<what>..." on stderr where show is set. */
-static void progress(int show, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress(int show, const char *fmt, ...) PRINTF_LIKE(2, 3);
 static void progress(int show, const char *fmt, ...) {
     va_list ap;
     if (!show)
@@ -147,7 +152,7 @@ static int set_option(unsigned bit, const char *val, opts *o) {
             return usage_error("--backend %s is not cpu or cuda", val);
         return 0;
     default: /* OPT_TOKENS */
-        if (!parse_double(val, 1.0, 1048576.0, &d) || d != floor(d))
+        if (strspn(val, "0123456789") != strlen(val) || !parse_double(val, 1.0, 1048576.0, &d))
             return usage_error("--tokens %s is not an integer in 1..1048576", val);
         o->tokens = (uint32_t)d;
         return 0;
@@ -260,7 +265,7 @@ static int check_f16_range(const char *path, const mf_array *a) {
     }
     x = element(a, e);
     if (isfinite(x))
-        return fail("%s: input%s = %g is out of the float16 range (±65504)", path, at, (double)x);
+        return fail("%s: input%s = %g is out of the float16 range (+-65504)", path, at, (double)x);
     return fail("%s: input%s is %s; inputs must be finite", path, at,
                 isnan(x) ? "NaN" : x < 0 ? "-inf" : "inf");
 }
@@ -730,18 +735,20 @@ done:
     return rc;
 }
 
-/* Refuses an output that is the same file as an input (same device and
- * inode, so links and other spellings of the path count): writing it
- * would destroy the input. Returns 0 or an exit code. */
-static int refuse_same_file(const char *out, const char *const *in, int nin) {
+/* Refuses an output that is the same regular file as an input (which
+ * writing it would destroy) or as an earlier output (which it would
+ * overwrite): the same name, or the same device and inode, so links and
+ * other spellings of the path count. Returns 0 or an exit code. */
+static int refuse_same_file(const char *out, const char *const *files, int n, const char *kind) {
     struct stat so, si;
-    int i;
-    if (stat(out, &so) != 0)
-        return 0; /* a file that does not exist yet is no input */
-    for (i = 0; i < nin; i++)
-        if (stat(in[i], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
-            return fail("output %s is the same file as input %s; refusing to overwrite it", out,
-                        in[i]);
+    int i, seen = stat(out, &so) == 0;
+    if (seen && !S_ISREG(so.st_mode))
+        return 0; /* a device or pipe: written in place, nothing destroyed */
+    for (i = 0; i < n; i++)
+        if (!strcmp(out, files[i]) ||
+            (seen && stat(files[i], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino))
+            return fail("output %s is the same file as %s %s; refusing to overwrite it", out, kind,
+                        files[i]);
     return 0;
 }
 
@@ -800,8 +807,8 @@ static void print_options(FILE *f, unsigned mask) {
         }
     fputs("  -h, --help    this help\n"
           "  --            ends the options: later arguments are file names\n"
-          "\nThreads: OMP_NUM_THREADS. Inputs of 256 MiB or more, and the demo, announce each\n"
-          "long phase on stderr.\n", f);
+          "\nThreads: OMP_NUM_THREADS. Inputs (or decode's outputs) of 256 MiB or more, and\n"
+          "the demo, announce each long phase on stderr.\n", f);
 }
 
 static int help(FILE *f, int code) {
@@ -846,9 +853,10 @@ int main(int argc, char **argv) {
     if (o.npos != c->npos || ((c->opts & OPT_OUT) && !o.out))
         return usage_error("needs %s", c->args);
     for (i = c->nin; i < o.npos; i++)
-        if ((rc = refuse_same_file(o.pos[i], o.pos, c->nin)))
+        if ((rc = refuse_same_file(o.pos[i], o.pos, c->nin, "input")) ||
+            (rc = refuse_same_file(o.pos[i], o.pos + c->nin, i - c->nin, "output")))
             return rc;
-    if (o.out && (rc = refuse_same_file(o.out, o.pos, c->nin)))
+    if (o.out && (rc = refuse_same_file(o.out, o.pos, c->nin, "input")))
         return rc;
     o.progress = input_bytes(o.pos, c->nin) >= PROGRESS_BYTES;
     return c->run(o);

@@ -59,11 +59,33 @@ typedef struct {
     char *target;
     char *tmp;   /* the temporary beside target, until renamed onto it */
     int exists;  /* target exists: a regular file or (direct) another kind */
-    int direct;  /* a device, FIFO or socket: written in place, never replaced */
+    int direct;  /* a device or FIFO: written in place, never replaced */
+    int fd;      /* direct: the descriptor a /dev/fd name stands for, else -1 */
     mode_t mode; /* an existing regular file's permissions, kept */
     dev_t dev;
     ino_t ino;
 } out_file;
+
+/* The descriptor that /dev/stdout, /dev/stderr, /dev/fd/N or
+ * /proc/self/fd/N names, else -1: written through, so that a shell's
+ * redirection (appending, or a socket) is honoured, not replaced. */
+static int fd_name(const char *path) {
+    const char *p = NULL;
+    long v;
+    char *end;
+    if (!strcmp(path, "/dev/stdout"))
+        return 1;
+    if (!strcmp(path, "/dev/stderr"))
+        return 2;
+    if (!strncmp(path, "/dev/fd/", 8))
+        p = path + 8;
+    else if (!strncmp(path, "/proc/self/fd/", 14))
+        p = path + 14;
+    if (!p || *p < '0' || *p > '9')
+        return -1;
+    v = strtol(p, &end, 10);
+    return *end || v > INT_MAX ? -1 : (int)v;
+}
 
 /* The file path names: realpath() of path if it exists, else of its
  * directory joined with its last component. */
@@ -72,12 +94,23 @@ static mf_status resolve(const char *path, out_file *o, mf_diag *diag) {
     const char *slash;
     char *dir, *real;
     size_t dlen;
+    o->fd = -1;
+    if (!*path)
+        return mf__fail(diag, MF_ERR_IO, "an output path is empty");
+    if ((o->fd = fd_name(path)) >= 0) {
+        if (fstat(o->fd, &st) != 0)
+            return mf__fail(diag, MF_ERR_IO, "%s: %s", path, strerror(errno));
+        o->exists = o->direct = 1;
+        o->dev = st.st_dev;
+        o->ino = st.st_ino;
+        return (o->target = strdup(path)) ? MF_OK : mf__fail(diag, MF_ERR_NOMEM, "out of memory");
+    }
     if (stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode))
             return mf__fail(diag, MF_ERR_IO, "%s: is a directory", path);
         o->exists = 1;
         o->direct = !S_ISREG(st.st_mode);
-        /* a device or pipe (/dev/stdout too) is opened by its own name */
+        /* a device or FIFO is opened by its own name */
         if (!(o->target = o->direct ? strdup(path) : realpath(path, NULL)))
             return mf__fail(diag, MF_ERR_IO, "%s: %s", path, strerror(errno));
         o->mode = st.st_mode & 07777;
@@ -133,25 +166,31 @@ static int write_all(int fd, const uint8_t *buf, uint64_t len) {
         ssize_t w = write(fd, buf, chunk);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
+        if (w <= 0) {
+            if (!w)
+                errno = EIO; /* no progress, no error: say so */
             return 0;
+        }
         buf += w;
         len -= (uint64_t)w;
     }
     return 1;
 }
 
-/* Writes o's temporary: target.tmp-XXXXXX, created with the target's
- * permissions (an existing file's, else 0666 less the umask, as any new
- * file). The name's letters come from the clock, the process and the
- * stack address, tried afresh where one exists. */
+/* Writes o's temporary: target.tmp-XXXXXX (the target's name cut where
+ * the suffix would pass the 255 bytes a name may have), created with the
+ * target's permissions (an existing file's, else 0666 less the umask, as
+ * any new file). The name's letters come from the clock, the process and
+ * the stack address, tried afresh where one exists. */
 static mf_status write_tmp(out_file *o, const char *path, const uint8_t *buf, uint64_t len,
                            mf_diag *diag) {
     static const char letters[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    size_t n = strlen(o->target);
-    uint64_t x = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)&n ^
-                 (uint64_t)clock();
+    size_t n = strlen(o->target), base = n - (size_t)(strrchr(o->target, '/') + 1 - o->target);
+    uint64_t x = ((uint64_t)time(NULL) ^ (uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)&n ^
+                  (uint64_t)clock()) | 1u; /* xorshift never leaves 0 */
     int fd = -1, tries, ok, e;
+    if (base > 255 - 11)
+        n -= base - (255 - 11);
     if (!(o->tmp = (char *)malloc(n + 12)))
         return mf__fail(diag, MF_ERR_NOMEM, "out of memory");
     memcpy(o->tmp, o->target, n);
@@ -204,24 +243,27 @@ mf_status mf__write_files(uint32_t n, const char *const *paths, const uint8_t *c
                       : mf__fail(diag, MF_ERR_NULL, "path is NULL");
     for (i = 0; i < n && st == MF_OK; i++)
         for (j = 0; j < i && st == MF_OK; j++)
-            if (!strcmp(o[i].target, o[j].target) ||
-                (o[i].exists && o[j].exists && o[i].dev == o[j].dev && o[i].ino == o[j].ino))
+            if (!(o[i].direct && o[j].direct) && /* /dev/null twice is fine */
+                (!strcmp(o[i].target, o[j].target) ||
+                 (o[i].exists && o[j].exists && o[i].dev == o[j].dev && o[i].ino == o[j].ino)))
                 st = mf__fail(diag, MF_ERR_ARG, "%s and %s name the same file", paths[j], paths[i]);
-    /* Every regular file's bytes go to its temporary first, so that a
-     * failure before the renames leaves every target as it was. */
-    for (i = 0; i < n && st == MF_OK; i++)
-        if (!o[i].direct)
-            st = write_tmp(&o[i], paths[i], bufs[i], lens[i], diag);
+    /* Devices and pipes first: they cannot be taken back, and a reader
+     * that waits or goes away (SIGPIPE) then leaves no temporary behind. */
     for (i = 0; i < n && st == MF_OK; i++) {
         int fd;
         if (!o[i].direct)
             continue;
-        fd = open(o[i].target, O_WRONLY);
+        fd = o[i].fd >= 0 ? o[i].fd : open(o[i].target, O_WRONLY);
         if (fd < 0 || !write_all(fd, bufs[i], lens[i]))
             st = mf__fail(diag, MF_ERR_IO, "%s: write failed: %s", paths[i], strerror(errno));
-        if (fd >= 0)
+        if (fd >= 0 && fd != o[i].fd)
             close(fd);
     }
+    /* Every regular file's bytes go to its temporary before any rename,
+     * so that a failure before the renames leaves every file as it was. */
+    for (i = 0; i < n && st == MF_OK; i++)
+        if (!o[i].direct)
+            st = write_tmp(&o[i], paths[i], bufs[i], lens[i], diag);
     for (i = 0; i < n && st == MF_OK; i++)
         if (o[i].tmp) {
             if (rename(o[i].tmp, o[i].target) != 0)

@@ -30,12 +30,14 @@ static inline void mf__st64(uint8_t *p, uint64_t v) {
 /* Reads a whole file (at most max bytes) into a malloc'd buffer. */
 mf_status mf__read_file(const char *path, uint64_t max, uint8_t **buf, uint64_t *len,
                         mf_diag *diag);
-/* Writes n files, each through a temporary beside it (target.tmp-XXXXXX)
- * renamed onto it once every one is written, so a failure leaves no
- * partial file and, short of a failing rename, every existing file as it
- * was. A symbolic link's file is written, not the link; a device, FIFO or
- * socket is written in place; an existing file keeps its permissions, a
- * new one gets 0666 less the umask. Two paths naming one file, a
+/* Writes n files, each regular one through a temporary beside it
+ * (target.tmp-XXXXXX) renamed onto it once every one is written, so a
+ * failure leaves no partial file and, short of a failing rename, every
+ * existing file as it was. A symbolic link's file is written, not the
+ * link; a device or FIFO is written in place, before any temporary, and
+ * /dev/stdout, /dev/stderr, /dev/fd/N through their descriptors; an
+ * existing file keeps its permissions, a new one gets 0666 less the
+ * umask. An empty path, two paths naming one file (devices aside), a
  * directory or a link to nothing fail before anything is written. */
 mf_status mf__write_files(uint32_t n, const char *const *paths, const uint8_t *const *bufs,
                           const uint64_t *lens, mf_diag *diag);

@@ -39,8 +39,8 @@ static mf_status parse_header(const char *h, const char *end, mf_array *a, mf_di
         p[2] == 'f' && (p[3] == '2' || p[3] == '4'))
         a->dtype = p[3] == '2' ? MF_F16 : MF_F32;
     else {
-        /* Name the file's dtype: up to 16 printable characters of a
-         * quoted descr (inside the header), else nothing. */
+        /* Name the file's dtype where it is a closed string of at most
+         * 16 printable characters inside the header. */
         char got[17];
         int n = 0;
         if (p < end && (p[0] == '\'' || p[0] == '"'))
@@ -50,7 +50,7 @@ static mf_status parse_header(const char *h, const char *end, mf_array *a, mf_di
                 n++;
             }
         got[n] = 0;
-        if (!n)
+        if (!n || p + 1 + n >= end || p[1 + n] != p[0])
             return mf__fail(diag, MF_ERR_DTYPE, ".npy descr is not '<f2' (float16) or '<f4' (float32)");
         return mf__fail(diag, MF_ERR_DTYPE, ".npy descr is '%s', not '<f2' (float16) or '<f4' (float32)",
                         got);

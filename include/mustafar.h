@@ -337,12 +337,15 @@ typedef struct mf_array {
 mf_status mf_npy_read_mem(const uint8_t *buf, uint64_t len, mf_array *a, mf_diag *diag);
 mf_status mf_npy_load(const char *path, mf_array *a, mf_diag *diag);
 mf_status mf_npy_save(const char *path, const mf_array *a, mf_diag *diag);
-/* Saves arrays[i] to paths[i], i < n, all or none: each file is written
- * to a temporary beside it, and the temporaries are renamed into place
- * only once all are written (a failing rename, the last step, is the one
- * way to leave some replaced). Paths naming one file are refused. Both
- * save functions write a symbolic link's file and a device or FIFO in
- * place, and keep an existing file's permissions. */
+/* Saves arrays[i] to paths[i], i < n, all or none: each regular file is
+ * written to a temporary beside it, and the temporaries are renamed into
+ * place only once all are written (a failing rename, the last step, is
+ * the one way to leave some replaced: say, in a sticky directory such as
+ * /tmp, a file of another user). Paths naming one file are refused. Both
+ * save functions write a symbolic link's file, write a device or FIFO in
+ * place (first, as it cannot be taken back; /dev/stdout and /dev/fd/N
+ * through their descriptors, so a shell's >> appends) and keep an
+ * existing file's permissions. */
 mf_status mf_npy_save_all(uint32_t n, const char *const *paths, const mf_array *arrays,
                           mf_diag *diag);
 void mf_array_free(mf_array *a);

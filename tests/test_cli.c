@@ -346,6 +346,26 @@ static void put(const char *name, const char *text) {
     fclose(f);
 }
 
+static long file_size(const char *name) {
+    char path[256];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    cr_assert_eq(stat(path, &sb), 0, "%s", name);
+    return (long)sb.st_size;
+}
+
+/* The first n - 1 bytes of name into got, NUL-terminated. */
+static const char *first_bytes(const char *name, char *got, size_t n) {
+    char path[256];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    memset(got, 0, n);
+    cr_assert_not_null(f = fopen(path, "rb"));
+    cr_assert_eq(fread(got, 1, n - 1, f), n - 1);
+    fclose(f);
+    return got;
+}
+
 static int holds(const char *name, const char *text) {
     char path[256], got[64] = {0};
     FILE *f;
@@ -361,12 +381,16 @@ static int holds(const char *name, const char *text) {
 Test(cli, decode_refuses_one_file_for_k_and_v) {
     cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
     cr_assert_eq(cli("decode c.mfkv same.npy same.npy"), 1);
-    one_line_error("name the same file");
+    one_line_error("same file");
     cr_assert(!exists("same.npy"));
     put("kd.npy", "old");
     cr_assert_eq(cli("decode c.mfkv kd.npy ./kd.npy"), 1);
-    one_line_error("name the same file");
+    one_line_error("same file");
     cr_assert(holds("kd.npy", "old"));
+    cr_assert_eq(cli("decode c.mfkv new.npy ./new.npy"), 1); /* no file yet: the writer sees it */
+    one_line_error("same file");
+    cr_assert(!exists("new.npy"));
+    cr_assert_eq(cli("decode c.mfkv /dev/null /dev/null"), 0, "%s", out); /* devices: no file */
 }
 
 /* A failed decode leaves every existing file as it was, a name beside
@@ -408,6 +432,29 @@ Test(cli, outputs_keep_modes_links_and_devices) {
     cr_assert(!holds("vd.npy", "old") && !holds("kd.npy", "old"));
     cr_assert_eq(cli("attend c.mfkv q.npy -o /dev/null"), 0, "%s", out);
     cr_assert(stat("/dev/null", &sb) == 0 && S_ISCHR(sb.st_mode));
+}
+
+/* /dev/stdout is the shell's redirection, appended to as asked; an empty
+ * name is refused; a name too long for a temporary beside it is cut. */
+Test(cli, outputs_through_stdout_empty_and_long_names) {
+    char path[256], cmd[400], head[16];
+    struct stat sb;
+    cr_assert_eq(cli("encode k.npy v.npy -o c.mfkv"), 0);
+    put("log", "first\n");
+    cr_assert_eq(cli("attend c.mfkv q.npy -o /dev/stdout >>log"), 0, "%s", out);
+    cr_assert_eq(cli("attend c.mfkv q.npy -o o.npy"), 0, "%s", out);
+    snprintf(path, sizeof path, "%s/log", dir);
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq((size_t)sb.st_size, 6 + (size_t)file_size("o.npy"));
+    cr_assert(!strncmp(first_bytes("log", head, sizeof head), "first\n\x93NUMPY", 12));
+    cr_assert_eq(cli("decode c.mfkv kd.npy ''"), 1);
+    one_line_error("empty");
+    cr_assert(!exists("kd.npy"));
+    memset(cmd, 0, sizeof cmd);
+    strcpy(cmd, "attend c.mfkv q.npy -o ");
+    memset(cmd + strlen(cmd), 'n', 250);
+    strcat(cmd, ".npy");
+    cr_assert_eq(cli(cmd), 0, "%s", out);
 }
 
 Test(cli, cuda_absent_is_a_clear_error) {

@@ -272,8 +272,11 @@ Test(npy, header_errors) {
     cr_assert_eq(parse("{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }\n", 8, &d),
                  MF_ERR_DTYPE);
     cr_assert(strstr(d.msg, "descr is '<i4'"), "%s", d.msg);
-    cr_assert_eq(parse("{'descr': '<i4\n", 8, &d), MF_ERR_DTYPE); /* unclosed: the header's end */
-    cr_assert(strstr(d.msg, "descr is '<i4'"), "%s", d.msg);
+    cr_assert_eq(parse("{'descr': '<f2\n", 8, &d), MF_ERR_DTYPE); /* unclosed: not quoted back */
+    cr_assert(strstr(d.msg, "descr is not"), "%s", d.msg);
+    cr_assert_eq(parse("{'descr': 'abcdefghijklmnopq', 'fortran_order': False, 'shape': (2,), }\n", 8, &d),
+                 MF_ERR_DTYPE); /* too long to quote whole */
+    cr_assert(strstr(d.msg, "descr is not"), "%s", d.msg);
     cr_assert_eq(parse("{'descr': '>f2', 'fortran_order': False, 'shape': (2,), }\n", 4, &d),
                  MF_ERR_DTYPE);
     cr_assert_eq(parse("{'descr': '<f2', 'fortran_order': True, 'shape': (2,), }\n", 4, &d),
