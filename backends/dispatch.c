@@ -46,8 +46,9 @@ static mf_status check_backend(mf_backend backend, mf_diag *diag) {
 }
 
 static mf_status check_group(uint32_t group, uint32_t rows, mf_diag *diag) {
-    if (group == 0 || group > 64)
-        return mf__fail(diag, MF_ERR_ARG, "group %u (query heads per KV head) is not 1..64", group);
+    if (group == 0 || group > MF_MAX_GROUP)
+        return mf__fail(diag, MF_ERR_ARG, "group %u (query heads per KV head) is not 1..%u", group,
+                        MF_MAX_GROUP);
     if ((uint64_t)group * rows > MF_MAX_ROWS)
         return mf__fail(diag, MF_ERR_LIMIT, "rows*group = %llu exceeds the limit %u",
                         (unsigned long long)group * rows, MF_MAX_ROWS);

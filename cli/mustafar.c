@@ -70,10 +70,6 @@ static int fail_st(const char *what, mf_status st, const mf_diag *diag) {
     return fail("%s: %s", what, msg);
 }
 
-/* Query heads per KV head: formats/SPEC.md's limit on G, which mf_attend
- * enforces without a diag to say so. */
-#define MAX_GROUP 64u
-
 typedef struct opts {
     const char *pos[3];
     int npos, help;
@@ -549,12 +545,12 @@ static int cmd_attend(opts o) {
                   "multiple of %u: %s has %u rows (batch*kv_heads) of dim %u",
                   o.pos[1], shape_of(&qa, qs, sizeof qs), k.desc.dim, k.desc.rows, o.pos[0],
                   k.desc.rows, k.desc.dim);
-    else if (qa.shape[0] / k.desc.rows > MAX_GROUP)
+    else if (qa.shape[0] / k.desc.rows > MF_MAX_GROUP) /* mf_attend has no diag to say so */
         rc = fail("%s: %llu rows are %llu query heads per KV head of %s (%u rows); attention "
                   "takes at most %u",
                   o.pos[1], (unsigned long long)qa.shape[0],
                   (unsigned long long)(qa.shape[0] / k.desc.rows), o.pos[0], k.desc.rows,
-                  MAX_GROUP);
+                  MF_MAX_GROUP);
     group = rc ? 0 : (uint32_t)(qa.shape[0] / k.desc.rows);
     if (!rc) {
         out.dtype = MF_F32;

@@ -220,6 +220,10 @@ mf_status mf_key_scores(mf_backend backend, const mf_ctensor *k, const uint16_t 
 mf_status mf_value_combine(mf_backend backend, const mf_ctensor *v, const float *p,
                            uint32_t group, float *out);
 
+/* Query heads per KV head (group) that every attention call takes: 1 to
+ * MF_MAX_GROUP (formats/SPEC.md's G). */
+#define MF_MAX_GROUP 64u
+
 /* Single-token decode attention: softmax(q.K^T / sqrt(dim)) . V over the
  * compressed history and the dense window. out [rows*group, dim] fp32.
  * The workspace query (CPU) sizes per-thread scratch for the current
