@@ -94,23 +94,15 @@ static mf_status resolve(const char *path, out_file *o, mf_diag *diag) {
     const char *slash;
     char *dir, *real;
     size_t dlen;
-    o->fd = -1;
     if (!*path)
         return mf__fail(diag, MF_ERR_IO, "an output path is empty");
-    if ((o->fd = fd_name(path)) >= 0) {
-        if (fstat(o->fd, &st) != 0)
-            return mf__fail(diag, MF_ERR_IO, "%s: %s", path, strerror(errno));
-        o->exists = o->direct = 1;
-        o->dev = st.st_dev;
-        o->ino = st.st_ino;
-        return (o->target = strdup(path)) ? MF_OK : mf__fail(diag, MF_ERR_NOMEM, "out of memory");
-    }
-    if (stat(path, &st) == 0) {
+    o->fd = fd_name(path);
+    if (o->fd >= 0 ? fstat(o->fd, &st) == 0 : stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode))
             return mf__fail(diag, MF_ERR_IO, "%s: is a directory", path);
         o->exists = 1;
-        o->direct = !S_ISREG(st.st_mode);
-        /* a device or FIFO is opened by its own name */
+        o->direct = o->fd >= 0 || !S_ISREG(st.st_mode);
+        /* a device or FIFO is opened by its own name (or descriptor) */
         if (!(o->target = o->direct ? strdup(path) : realpath(path, NULL)))
             return mf__fail(diag, MF_ERR_IO, "%s: %s", path, strerror(errno));
         o->mode = st.st_mode & 07777;
