@@ -67,36 +67,41 @@ typedef struct kase {
     int dist;
     uint64_t seed;  /* values */
     int vother;     /* V in the other layout than K */
+    int foreign;    /* tiles' scales and zeros rewritten (foreign_params) */
 } kase;
 
 /* Regression and edge cases, run before the random ones. */
 static const kase fixed[] = {
-    {1, 1, 1, 64, 1, 0, MF_LAYOUT_REFERENCE, 0.0, D_NORMAL, 1, 0},
-    {1, 1, 4, 128, 63, 2, MF_LAYOUT_NATIVE, 0.5, D_NORMAL, 2, 0},
-    {1, 1, 8, 256, 64, 4, MF_LAYOUT_REFERENCE, 0.7, D_OUTLIER, 3, 0},
-    {2, 2, 4, 128, 65, 2, MF_LAYOUT_NATIVE, 0.7, D_TIES, 4, 0},
-    {1, 2, 64, 64, 200, 4, MF_LAYOUT_REFERENCE, 0.95, D_NORMAL, 5, 0},
-    {1, 1, 1, 128, 128, 2, MF_LAYOUT_REFERENCE, 0.0, D_CONST, 6, 0},
-    {1, 3, 2, 64, 130, 0, MF_LAYOUT_NATIVE, 1.0, D_NORMAL, 7, 0},
-    {1, 1, 4, 256, 1000, 2, MF_LAYOUT_NATIVE, 0.3, D_ZERO_ROWS, 8, 0},
-    {1, 1, 4, 128, 333, 4, MF_LAYOUT_REFERENCE, 0.5, D_DENORMAL, 9, 0},
-    {2, 1, 8, 64, 640, 0, MF_LAYOUT_REFERENCE, 0.9, D_WIDE, 10, 0},
-    {1, 1, 1, 128, 100, 2, MF_LAYOUT_NATIVE, 0.5, D_NONFINITE, 11, 0},
-    {1, 1, 4, 128, 4096, 2, MF_LAYOUT_REFERENCE, 0.7, D_OUTLIER, 12, 0},
+    {1, 1, 1, 64, 1, 0, MF_LAYOUT_REFERENCE, 0.0, D_NORMAL, 1, 0, 0},
+    {1, 1, 4, 128, 63, 2, MF_LAYOUT_NATIVE, 0.5, D_NORMAL, 2, 0, 0},
+    {1, 1, 8, 256, 64, 4, MF_LAYOUT_REFERENCE, 0.7, D_OUTLIER, 3, 0, 0},
+    {2, 2, 4, 128, 65, 2, MF_LAYOUT_NATIVE, 0.7, D_TIES, 4, 0, 0},
+    {1, 2, 64, 64, 200, 4, MF_LAYOUT_REFERENCE, 0.95, D_NORMAL, 5, 0, 0},
+    {1, 1, 1, 128, 128, 2, MF_LAYOUT_REFERENCE, 0.0, D_CONST, 6, 0, 0},
+    {1, 3, 2, 64, 130, 0, MF_LAYOUT_NATIVE, 1.0, D_NORMAL, 7, 0, 0},
+    {1, 1, 4, 256, 1000, 2, MF_LAYOUT_NATIVE, 0.3, D_ZERO_ROWS, 8, 0, 0},
+    {1, 1, 4, 128, 333, 4, MF_LAYOUT_REFERENCE, 0.5, D_DENORMAL, 9, 0, 0},
+    {2, 1, 8, 64, 640, 0, MF_LAYOUT_REFERENCE, 0.9, D_WIDE, 10, 0, 0},
+    {1, 1, 1, 128, 100, 2, MF_LAYOUT_NATIVE, 0.5, D_NONFINITE, 11, 0, 0},
+    {1, 1, 4, 128, 4096, 2, MF_LAYOUT_REFERENCE, 0.7, D_OUTLIER, 12, 0, 0},
     /* Regressions. The CPU oracle merged segment states of 3+ segments
      * (over 2048 tokens) in the wrong slots (backends/cpu/attend.c): */
-    {1, 1, 1, 256, 2300, 2, MF_LAYOUT_REFERENCE, 0.7, D_NORMAL, 13, 0},
-    {1, 2, 4, 128, 3406, 0, MF_LAYOUT_REFERENCE, 0.0, D_OUTLIER, 14, 0},
+    {1, 1, 1, 256, 2300, 2, MF_LAYOUT_REFERENCE, 0.7, D_NORMAL, 13, 0, 0},
+    {1, 2, 4, 128, 3406, 0, MF_LAYOUT_REFERENCE, 0.0, D_OUTLIER, 14, 0, 0},
     /* subnormal scales (the rounding-up step of mf_quant_params): */
-    {1, 1, 1, 256, 64, 4, MF_LAYOUT_NATIVE, 0.5, D_DENORMAL, 15, 0},
-    {2, 2, 4, 128, 178, 2, MF_LAYOUT_NATIVE, 0.0, D_DENORMAL, 16, 0},
+    {1, 1, 1, 256, 64, 4, MF_LAYOUT_NATIVE, 0.5, D_DENORMAL, 15, 0, 0},
+    {2, 2, 4, 128, 178, 2, MF_LAYOUT_NATIVE, 0.0, D_DENORMAL, 16, 0, 0},
     /* scores too large for any tensor-core guarantee (bound = inf): */
-    {1, 3, 4, 256, 416, 0, MF_LAYOUT_NATIVE, 0.0, D_WIDE, 17, 0},
+    {1, 3, 4, 256, 416, 0, MF_LAYOUT_NATIVE, 0.0, D_WIDE, 17, 0, 0},
     /* K and V in different layouts; the tensor kernel's work split
      * looked at K's alone (a small layer took blocks that read V as a
      * reference tensor): */
-    {1, 2, 4, 128, 1000, 2, MF_LAYOUT_REFERENCE, 0.7, D_NORMAL, 18, 1},
-    {2, 1, 4, 256, 130, 2, MF_LAYOUT_NATIVE, 0.5, D_OUTLIER, 19, 1},
+    {1, 2, 4, 128, 1000, 2, MF_LAYOUT_REFERENCE, 0.7, D_NORMAL, 18, 1, 0},
+    {2, 1, 4, 256, 130, 2, MF_LAYOUT_NATIVE, 0.5, D_OUTLIER, 19, 1, 0},
+    /* scales and zeros no encoder makes (foreign_params), both widths: */
+    {2, 2, 4, 128, 700, 2, MF_LAYOUT_REFERENCE, 0.7, D_NORMAL, 20, 0, 1},
+    {1, 2, 4, 128, 4100, 4, MF_LAYOUT_NATIVE, 0.5, D_OUTLIER, 21, 1, 1},
+    {1, 1, 8, 64, 130, 4, MF_LAYOUT_REFERENCE, 0.3, D_WIDE, 22, 0, 1},
 };
 #define NFIXED (sizeof fixed / sizeof fixed[0])
 
@@ -140,6 +145,7 @@ static kase make_case(uint64_t seed, uint64_t index, uint32_t max_tokens) {
     k.dist = d;
     k.seed = next(&r);
     k.vother = (k.seed >> 61) == 0; /* one case in 8, without a draw (seeds keep their cases) */
+    k.foreign = k.bits && (k.seed >> 58 & 7u) == 1u; /* one quantized case in 8, the same way */
     return k;
 }
 
@@ -148,6 +154,8 @@ static void print_case(FILE *f, const kase *k) {
             k->batch, k->kv, k->group, k->dim, k->tokens, k->bits,
             k->layout == MF_LAYOUT_NATIVE ? "native" : "reference",
             k->vother ? " (V the other)" : "", k->sparsity, dist_name[k->dist]);
+    if (k->foreign)
+        fprintf(f, " foreign");
 }
 
 /* Dense [rows, tokens, dim] fp16 of the case's distribution. */
@@ -482,6 +490,28 @@ static const char *corrupt(rng *r, mf_ctensor *t) {
     }
 }
 
+/* Scales and zeros of a kind no encoder makes, for the decoders' sake:
+ * they must take any tile whose codes all decode finite (mf_validate's
+ * rule), not only mf_quant_params's. Half the tiles get a scale of
+ * 2^-12 to 2 (1 in 16 subnormal) and a zero with a fraction, of either
+ * sign (|z| < 24, so every code decodes finite). */
+static void foreign_params(uint64_t seed, mf_ctensor *t) {
+    mf_sizes s;
+    rng r;
+    uint64_t i;
+    mf_sizes_of(&t->desc, 0, &s);
+    r.s = seed ^ UINT64_C(0x5851f42d4c957f2d);
+    for (i = 0; t->desc.bits && i < s.tiles; i++) {
+        double sc;
+        if (below(&r, 2))
+            continue;
+        sc = below(&r, 16) ? ldexp(1.0 + urand(&r), (int)below(&r, 13) - 12)
+                             : ldexp(1.0 + below(&r, 1023), -24);
+        t->scales[i] = mf_fp16_from_float((float)sc);
+        t->zeros[i] = mf_fp16_from_float((float)((urand(&r) * 2.0 - 1.0) * 24.0));
+    }
+}
+
 /* Encoding into a payload one word short of what the input needs: the
  * same error and message from both backends, and the GPU writes nothing
  * at or past the capacity (the payload beyond it holds a pattern). */
@@ -667,6 +697,12 @@ static void run_case(ctx *c) {
             errors++;
         }
         goto out;
+    }
+    if (k->foreign) { /* from here on every backend reads these */
+        foreign_params(k->seed, &ck);
+        foreign_params(k->seed + 1, &cv);
+        TRY(mf_validate(&ck, NULL));
+        TRY(mf_validate(&cv, NULL));
     }
 
     /* CPU: decode, attention both ways (the oracle's self-consistency) */
