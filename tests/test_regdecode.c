@@ -64,33 +64,44 @@ Test(regdecode, prmt_emulation) {
 }
 
 /* A 4-bit tile (bm, codes, sh, zh) decoded part by part as the kernel
- * does (a window per bitmap byte from the packed words, mf_rd_part4),
- * against mf_dequant. */
-static void check_tile4(uint64_t bm, const uint32_t code[64], uint16_t sh, uint16_t zh) {
-    uint32_t p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, w[8], n = 0, i, q, j, r = 0;
+ * does (a window per bitmap byte from the packed words, mf_rd_part4; in
+ * the fast form where the tile has one), against mf_dequant, absent
+ * elements +0; returns whether the tile took the fast form. */
+static int check_tile4(uint64_t bm, const uint32_t code[64], uint16_t sh, uint16_t zh) {
+    uint32_t p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, w[8], sel[8], n = 0, i, q, j, r = 0;
     uint64_t rb = mf_rd_brev64(bm);
-    float s = mf_h2f(sh), z = mf_h2f(zh);
+    float s = mf_h2f(sh), z = mf_h2f(zh), zr = mf_rd_zero4(s, z);
+    int fast = mf_rd_fast4(s, z), path;
+    cr_assert_eq(mf_rd_isfast4(zr), fast, "sh %04x zh %04x", sh, zh);
     for (i = 0; i < 64; i++)
         if (mf_tile_bit(bm, i)) {
             p[n / 8] |= code[i] << (4 * (n % 8));
             n++;
         }
     for (q = 0; q < 8; q++) { /* bitmap byte q: elements 8q .. 8q + 7 */
+        uint32_t byte = (uint32_t)(rb >> (8 * q)) & 0xffu;
         w[q] = mf_rd_window4(p, mf_tile_words(n, 4), r);
-        r += (uint32_t)mf_popcount64(rb >> (8 * q) & 0xffu);
+        sel[q] = mf_rd_lut(byte, 4);
+        if (fast)
+            mf_rd_fastbyte4(byte, (uint32_t)z, &w[q], &sel[q]);
+        r += (uint32_t)mf_popcount64(byte);
     }
-    for (j = 0; j < 4; j++) { /* part j: bytes 2j, 2j + 1 */
-        uint32_t out[8], k;
-        mf_rd_part4(w[2 * j], w[2 * j + 1], mf_rd_lut((uint32_t)(rb >> (16 * j)) & 0xffu, 4),
-                    mf_rd_lut((uint32_t)(rb >> (16 * j + 8)) & 0xffu, 4), s, z, out);
-        for (k = 0; k < 16; k++) {
-            uint32_t e = 16 * j + k;
-            uint16_t got = (uint16_t)(out[k / 2] >> (16 * (k % 2)));
-            uint16_t want = mf_tile_bit(bm, e) ? mf_dequant(code[e], s, z) : 0;
-            cr_assert_eq(got, want, "element %u: %04x, want %04x (bitmap %016llx, sh %04x zh %04x)",
-                         e, got, want, (unsigned long long)bm, sh, zh);
+    /* the general path always (a warp of mixed tiles takes it), the fast
+     * one where the tile has the fast form */
+    for (path = 0; path < 1 + fast; path++)
+        for (j = 0; j < 4; j++) { /* part j: bytes 2j, 2j + 1 */
+            uint32_t out[8], k;
+            mf_rd_part4(w[2 * j], w[2 * j + 1], sel[2 * j], sel[2 * j + 1], s, zr, path, out);
+            for (k = 0; k < 16; k++) {
+                uint32_t e = 16 * j + k;
+                uint16_t got = (uint16_t)(out[k / 2] >> (16 * (k % 2)));
+                uint16_t want = mf_tile_bit(bm, e) ? mf_dequant(code[e], s, z) : 0;
+                cr_assert_eq(got, want,
+                             "path %d, element %u: %04x, want %04x (bitmap %016llx, sh %04x zh %04x)",
+                             path, e, got, want, (unsigned long long)bm, sh, zh);
+            }
         }
-    }
+    return fast;
 }
 
 /* Tile t of a run (state s) of `bits`-bit codes: bitmaps of every
@@ -141,7 +152,7 @@ Test(regdecode, part_boundaries) {
 
 Test(regdecode, every_element_of_random_tiles) {
     uint64_t s = 77, bm;
-    uint32_t bits, t, code[64];
+    uint32_t bits, t, code[64], fast = 0;
     uint16_t sh, zh;
     for (bits = 2; bits <= 4; bits += 2)
         for (t = 0; t < 20000; t++) {
@@ -149,6 +160,25 @@ Test(regdecode, every_element_of_random_tiles) {
             if (bits == 2)
                 check_tile(bm, code, sh, zh);
             else
-                check_tile4(bm, code, sh, zh);
+                fast += (uint32_t)check_tile4(bm, code, sh, zh);
+        }
+    /* tiles straddling 0 have the fast form, one-signed and random ones
+     * mostly not */
+    cr_assert(fast > 3000 && fast < 17000, "%u of 20000 4-bit tiles fast", fast);
+}
+
+/* 4 bits: zeros no validated tensor holds (the tensor kernel does not
+ * validate), whose NaNs and infinities either path gives as mf_dequant
+ * does, and edges of the fast form (-0, 0.5, -100, 15). */
+Test(regdecode, odd_zeros_4bit) {
+    static const uint16_t zs[] = {0x7c00u, 0xfc00u, 0x7e00u, 0x8000u, 0x3800u, 0xd640u, 0x4b80u};
+    uint64_t s = 9;
+    uint32_t i, k, code[64];
+    for (i = 0; i < sizeof zs / sizeof zs[0]; i++)
+        for (k = 0; k < 20; k++) {
+            uint32_t e;
+            for (e = 0; e < 64; e++)
+                code[e] = (uint32_t)(th_next(&s) % 16);
+            check_tile4(rand_bitmap(&s, 8 * (k % 9)), code, mf_f2h(0.25f), zs[i]);
         }
 }

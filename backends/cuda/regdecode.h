@@ -183,39 +183,75 @@ MF_HD uint32_t mf_rd_pack(float lo, float hi) {
 #endif
 }
 
+/* 4 bits, the fast form of a tile: where its zero z is one of the codes
+ * 0..15 (mf_quant_params's zero of any tile whose values straddle 0)
+ * and 0 < s <= 65504, an absent element can decode as a code equal to
+ * z: (z - z) s = +0, with no mask. Such a tile's byte windows hold z as
+ * code 7 where the byte has fewer than 8 codes (code 7 is then not its
+ * own), its placement selectors say 7 where mf_rd_lut says 8, and its
+ * record holds zr = 2^23 + 128 + z, so that one subtraction from a
+ * placed code's 2^23 + 128 + c gives c - z exactly (both are integers
+ * below 2^24). Other tiles keep z and the mask. */
+MF_HD int mf_rd_fast4(float s, float z) {
+    return z >= 0.0f && z <= 15.0f && (float)(int)z == z && s > 0.0f && s <= 65504.0f;
+}
+
+/* The record's zero of a tile (s, z), and whether a record's zero is
+ * fast (zr in [2^23 + 128, 2^23 + 143], which no fp16 reaches). */
+MF_HD float mf_rd_zero4(float s, float z) { return mf_rd_fast4(s, z) ? MF_ADD(8388736.0f, z) : z; }
+MF_HD int mf_rd_isfast4(float zr) { return mf_f32_bits(zr) - 0x4b000080u < 16u; }
+
+/* A bitmap byte's window w and selector sel (mf_rd_window4, mf_rd_lut(byte,
+ * 4)) in the fast form of a tile whose zero is the code z. */
+MF_HD void mf_rd_fastbyte4(uint32_t byte, uint32_t z, uint32_t *w, uint32_t *sel) {
+    if (byte != 0xffu)
+        *w = (*w & 0x0fffffffu) | z << 28;
+    *sel ^= (*sel >> 3 & 0x11111111u) * 15u; /* nibbles 8 -> 7 */
+}
+
 /* 4 bits: eight elements (one bitmap byte) into out[0..3], as mf_dequant
  * computes them: w holds their codes from the first (mf_rd_window4), sel
- * = mf_rd_lut(byte, 4), s and z the tile's scale and zero.
+ * = mf_rd_lut(byte, 4), s the tile's scale and zr its record's zero
+ * (both in the fast form where mf_rd_isfast4(zr)); fast: every lane's
+ * tile is (so its part takes no mask).
  *
  *  1. the codes spread to bytes 0x80 + c (the top bit marks a code), and
- *     placed by sel as in mf_rd_byte: absent elements read 0xff;
- *  2. each element's byte goes into the low byte of 2^23 (one PRMT), so
- *     that subtracting 2^23 + 128 gives c exactly, then (c - z) * s with
- *     mf_dequant's two fp32 roundings and its fp16 rounding (a zero need
- *     not be an integer, so no shortcut through 2^23 + z);
- *  3. absent elements (bit 6 of 0xff, clear in 0x80 + c) are cleared to
- *     +0 by a mask of their bytes' sign after a shift. */
-MF_HD void mf_rd_byte4(uint32_t w, uint32_t sel, float s, float z, uint32_t out[4]) {
+ *     placed by sel as in mf_rd_byte: absent elements read 0xff, or in
+ *     the fast form 0x80 + z;
+ *  2. each element's byte goes into the low byte of 2^23 (one PRMT):
+ *     2^23 + 128 + c, exact; fast, c - z is that less zr; else c comes
+ *     first (less 2^23 + 128) and then z, mf_dequant's rounding of c - z;
+ *     then the product with s and the fp16 rounding;
+ *  3. not fast, absent elements (bit 6 of 0xff, clear in 0x80 + c) are
+ *     cleared to +0 by a mask of their bytes' sign after a shift (in a
+ *     fast tile they are +0 already). */
+MF_HD void mf_rd_byte4(uint32_t w, uint32_t sel, float s, float zr, int fast, uint32_t out[4]) {
     uint32_t lo = (w & 0x0f0f0f0fu) | 0x80808080u, hi = (w >> 4 & 0x0f0f0f0fu) | 0x80808080u;
     uint32_t s0 = mf_rd_prmt(lo, hi, 0x5140u), s1 = mf_rd_prmt(lo, hi, 0x7362u), e[2], k;
+    const float z = fast || !mf_rd_isfast4(zr) ? zr : MF_SUB(zr, 8388736.0f);
     e[0] = mf_rd_prmt(s0, s1, sel);
     e[1] = mf_rd_prmt(s0, s1, sel >> 16);
     for (k = 0; k < 4; k++) {
         const uint32_t x = e[k / 2], b = 2 * (k % 2);
-        const float c0 = MF_SUB(mf_bits_f32(mf_rd_prmt(x, 0x4b000000u, 0x7540u + b)), 8388736.0f);
-        const float c1 = MF_SUB(mf_bits_f32(mf_rd_prmt(x, 0x4b000000u, 0x7541u + b)), 8388736.0f);
-        const uint32_t absent = mf_rd_prmt(x << 1, 0u, 0x9988u + 0x1111u * b);
-        out[k] = mf_rd_pack(MF_MUL(MF_SUB(c0, z), s), MF_MUL(MF_SUB(c1, z), s)) & ~absent;
+        const float f0 = mf_bits_f32(mf_rd_prmt(x, 0x4b000000u, 0x7540u + b));
+        const float f1 = mf_bits_f32(mf_rd_prmt(x, 0x4b000000u, 0x7541u + b));
+        if (fast) {
+            out[k] = mf_rd_pack(MF_MUL(MF_SUB(f0, z), s), MF_MUL(MF_SUB(f1, z), s));
+        } else {
+            const float d0 = MF_SUB(MF_SUB(f0, 8388736.0f), z), d1 = MF_SUB(MF_SUB(f1, 8388736.0f), z);
+            const uint32_t absent = mf_rd_prmt(x << 1, 0u, 0x9988u + 0x1111u * b);
+            out[k] = mf_rd_pack(MF_MUL(d0, s), MF_MUL(d1, s)) & ~absent;
+        }
     }
 }
 
 /* 4 bits: a part into out[0..7] from the code windows w0, w1 of its two
- * bitmap bytes (mf_rd_window4), their selectors (mf_rd_lut(byte, 4)) and
- * the tile's scale and zero. */
-MF_HD void mf_rd_part4(uint32_t w0, uint32_t w1, uint32_t sel0, uint32_t sel1, float s, float z,
-                       uint32_t out[8]) {
-    mf_rd_byte4(w0, sel0, s, z, out);
-    mf_rd_byte4(w1, sel1, s, z, out + 4);
+ * bitmap bytes, their selectors, the tile's scale and record zero, and
+ * the path (all as mf_rd_byte4). */
+MF_HD void mf_rd_part4(uint32_t w0, uint32_t w1, uint32_t sel0, uint32_t sel1, float s, float zr,
+                       int fast, uint32_t out[8]) {
+    mf_rd_byte4(w0, sel0, s, zr, fast, out);
+    mf_rd_byte4(w1, sel1, s, zr, fast, out + 4);
 }
 
 #endif

@@ -170,11 +170,13 @@ __device__ static inline void report(const mf_view &c, const rd_in<D, COOP, BITS
 }
 
 /* Tables and part records of the loaded tiles into the warp's records:
- * rt[rec] = table (4 bits: scale and zero as fp32), rp[j P + rec] = part
- * j's (w, b) (mf_rd_parts; 4 bits: the code windows of its two bitmap
- * bytes) and the placement selectors of its two bitmap bytes, looked up
- * here in lut (this lane's copy of the table), so that a part's decode
- * waits on one shared-memory round trip, not two. */
+ * rt[rec] = table (4 bits: scale and zero as fp32, the zero as
+ * mf_rd_zero4 gives it), rp[j P + rec] = part j's (w, b) (mf_rd_parts;
+ * 4 bits: the code windows of its two bitmap bytes) and the placement
+ * selectors of its two bitmap bytes, looked up here in lut (this lane's
+ * copy of the table), so that a part's decode waits on one shared-memory
+ * round trip, not two (4 bits: windows and selectors in the fast form of
+ * mf_rd_fast4's tiles). */
 template <int D, bool COOP, int BITS>
 __device__ static inline void store(const rd_in<D, COOP, BITS> &in, uint2 *rt, uint4 *rp,
                                     const char *lut) {
@@ -188,14 +190,20 @@ __device__ static inline void store(const rd_in<D, COOP, BITS> &in, uint2 *rt, u
         uint16_t v[4];
         if (BITS == 4) {
             const uint64_t rb = __brevll(in.bm[i]);
-            rt[r] = make_uint2(__float_as_uint(s), __float_as_uint(z));
+            const bool fast = mf_rd_fast4(s, z);
+            rt[r] = make_uint2(__float_as_uint(s), __float_as_uint(mf_rd_zero4(s, z)));
 #pragma unroll
             for (uint32_t k = 0; k < 4; k++) { /* part k: bitmap bytes 2k, 2k + 1 */
                 const uint32_t b0 = (uint32_t)(rb >> (16 * k)) & 0xffu;
                 const uint32_t b1 = (uint32_t)(rb >> (16 * k + 8)) & 0xffu;
-                rp[k * rd_recs<D>::P + r] = make_uint4(in.p[i][2 * k], in.p[i][2 * k + 1],
-                                                       *(const uint32_t *)(lut + (b0 << L)),
-                                                       *(const uint32_t *)(lut + (b1 << L)));
+                uint32_t w0 = in.p[i][2 * k], w1 = in.p[i][2 * k + 1];
+                uint32_t sel0 = *(const uint32_t *)(lut + (b0 << L));
+                uint32_t sel1 = *(const uint32_t *)(lut + (b1 << L));
+                if (fast) {
+                    mf_rd_fastbyte4(b0, (uint32_t)z, &w0, &sel0);
+                    mf_rd_fastbyte4(b1, (uint32_t)z, &w1, &sel1);
+                }
+                rp[k * rd_recs<D>::P + r] = make_uint4(w0, w1, sel0, sel1);
             }
         } else {
 #pragma unroll
@@ -253,7 +261,11 @@ __device__ static inline void part(const uint2 *rt, const uint4 *rp, uint32_t jt
     const uint2 tb = rt[r];
     const uint4 q = rp[j * rd_recs<D>::P + r];
     if (BITS == 4) {
-        mf_rd_part4(q.x, q.y, q.z, q.w, __uint_as_float(tb.x), __uint_as_float(tb.y), x);
+        const float sc = __uint_as_float(tb.x), zr = __uint_as_float(tb.y);
+        if (__all_sync(0xffffffffu, mf_rd_isfast4(zr))) /* no masks, a subtraction less */
+            mf_rd_part4(q.x, q.y, q.z, q.w, sc, zr, 1, x);
+        else
+            mf_rd_part4(q.x, q.y, q.z, q.w, sc, zr, 0, x);
     } else {
         mf_rd_part(q.x, q.y, q.z, q.w, tb.x, tb.y, x);
     }
