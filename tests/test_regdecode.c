@@ -167,6 +167,20 @@ Test(regdecode, every_element_of_random_tiles) {
     cr_assert(fast > 3000 && fast < 17000, "%u of 20000 4-bit tiles fast", fast);
 }
 
+/* 4 bits, the fast form: every positive finite scale with the zeros -0,
+ * 0, 7 and 15, on bytes that are empty, full, or hold 7 of 8 (code 7 of
+ * the window is then z), both paths against mf_dequant. */
+Test(regdecode, fast_form_every_scale) {
+    static const uint16_t zs[] = {0x8000u, 0x0000u, 0x4700u, 0x4b80u};
+    static const uint64_t bms[] = {UINT64_C(0x00ff7ffe80ff0001), UINT64_C(0xfe7f00ff01800000)};
+    uint32_t sh, i, e, code[64];
+    for (e = 0; e < 64; e++)
+        code[e] = (e * 7u + 3u) % 16u;
+    for (sh = 0x0001u; sh < 0x7c00u; sh++)
+        for (i = 0; i < 8; i++)
+            cr_assert(check_tile4(bms[i % 2], code, (uint16_t)sh, zs[i / 2]));
+}
+
 /* 4 bits: zeros no validated tensor holds (the tensor kernel does not
  * validate), whose NaNs and infinities either path gives as mf_dequant
  * does, and edges of the fast form (-0, 0.5, -100, 15). */

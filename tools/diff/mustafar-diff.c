@@ -173,7 +173,12 @@ static void fill(const kase *k, rng *r, uint16_t *x, uint64_t n, uint32_t rowlen
         case D_ZERO_ROWS: v = ((i / rowlen) % 3 == 0) ? 0.0 : v; break;
         case D_TIES: v = (double)((int)below(r, 5) - 2) * 0.5; break;
         case D_DENORMAL: v = below(r, 2) ? v * 1e-6 : v * 3e-8; break;
-        case D_WIDE: v = (below(r, 2) ? 1 : -1) * ldexp(1.0 + urand(r) * 0.99, (int)below(r, 29) - 14); break;
+        case D_WIDE: { /* sign, exponent, mantissa: C leaves an expression's order open */
+            const double sign = below(r, 2) ? 1.0 : -1.0;
+            const int e = (int)below(r, 29) - 14;
+            v = sign * ldexp(1.0 + urand(r) * 0.99, e);
+            break;
+        }
         }
         x[i] = mf_fp16_from_float((float)v);
     }
@@ -492,23 +497,38 @@ static const char *corrupt(rng *r, mf_ctensor *t) {
 
 /* Scales and zeros of a kind no encoder makes, for the decoders' sake:
  * they must take any tile whose codes all decode finite (mf_validate's
- * rule), not only mf_quant_params's. Half the tiles get a scale of
- * 2^-12 to 2 (1 in 16 subnormal) and a zero with a fraction, of either
- * sign (|z| < 24, so every code decodes finite). */
+ * rule), not only mf_quant_params's. Scales of 2^-12 to 2 (1 in 16
+ * subnormal), with, for half the tensors, a zero with a fraction of
+ * either sign (|z| <= 24) on half the tiles, and for the others a whole
+ * zero, -0 or one of the codes, on every tile (the tensor-core kernel's
+ * 4-bit fast form: regdecode.h). Every code decodes finite. */
 static void foreign_params(uint64_t seed, mf_ctensor *t) {
     mf_sizes s;
     rng r;
     uint64_t i;
+    int whole;
     mf_sizes_of(&t->desc, 0, &s);
     r.s = seed ^ UINT64_C(0x5851f42d4c957f2d);
+    whole = (int)below(&r, 2);
     for (i = 0; t->desc.bits && i < s.tiles; i++) {
-        double sc;
-        if (below(&r, 2))
+        double sc, z;
+        int e;
+        if (!whole && below(&r, 2))
             continue;
-        sc = below(&r, 16) ? ldexp(1.0 + urand(&r), (int)below(&r, 13) - 12)
-                             : ldexp(1.0 + below(&r, 1023), -24);
+        if (below(&r, 16)) { /* draws in order: C leaves an expression's open */
+            e = (int)below(&r, 13) - 12;
+            sc = ldexp(1.0 + urand(&r), e);
+        } else {
+            sc = ldexp(1.0 + below(&r, 1023), -24);
+        }
+        if (whole) {
+            const uint32_t c = below(&r, 1u << t->desc.bits);
+            z = c ? (double)c : (below(&r, 2) ? 0.0 : -0.0);
+        } else {
+            z = (urand(&r) * 2.0 - 1.0) * 24.0;
+        }
         t->scales[i] = mf_fp16_from_float((float)sc);
-        t->zeros[i] = mf_fp16_from_float((float)((urand(&r) * 2.0 - 1.0) * 24.0));
+        t->zeros[i] = mf_fp16_from_float((float)z);
     }
 }
 
@@ -581,9 +601,11 @@ static void run_case(ctx *c) {
     r.s = k->seed;
     fill(k, &r, hk, n, T * dim);
     fill(k, &r, hv, n, T * dim);
-    if (k->dist == D_NONFINITE) { /* one NaN or infinity, in K or V */
+    if (k->dist == D_NONFINITE) { /* one NaN or infinity, in K or V (draws in order) */
         static const uint16_t nonfinite[] = {0x7c00u, 0xfc00u, 0x7e00u, 0x7c01u};
-        (below(&r, 2) ? hk : hv)[next(&r) % n] = nonfinite[below(&r, 4)];
+        const uint16_t bad = nonfinite[below(&r, 4)];
+        const uint64_t at = next(&r) % n;
+        (below(&r, 2) ? hk : hv)[at] = bad;
     }
     for (i = 0; i < nq; i++)
         hq[i] = mf_fp16_from_float((float)normal(&r));
