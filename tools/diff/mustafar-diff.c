@@ -515,7 +515,7 @@ static void foreign_params(uint64_t seed, mf_ctensor *t) {
         int e;
         if (!whole && below(&r, 2))
             continue;
-        if (below(&r, 16)) { /* draws in order: C leaves an expression's open */
+        if (below(&r, 16)) { /* two draws in order (one expression leaves it open) */
             e = (int)below(&r, 13) - 12;
             sc = ldexp(1.0 + urand(&r), e);
         } else {
